@@ -1,5 +1,18 @@
 """Per-user tensors: batch keys, vocabularies and scalers, vectorized tensorization, bucketing, collate."""
 
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from seqchurn.data.features import EventIndex, last_events, summary_features
+from seqchurn.errors import DataError
+
 EVENT_TYPE = "event_type"  # (B, T) long, 0 = pad, 1 = out of vocabulary
 NUMERIC = "numeric"  # (B, T, F) float
 MASK = "mask"  # (B, T) bool, True on real events
@@ -7,6 +20,7 @@ SUMMARY = "summary"  # (B, S) float, standardized
 STATIC = "static"  # (B, A) long, 0 = unknown
 Y = "y"  # (B,) float, 1 = churned
 TAU_BIN = "tau_bin"  # (B,) long
+TAU = "tau"  # (B,) float, days: observed tau, or the censoring edge m when censored
 OBSERVED = "observed"  # (B,) bool
 USER_ID = "user_id"  # list[str]
 CUTOFF = "cutoff"  # (B,) long, days since 1970-01-01
@@ -16,3 +30,213 @@ OOV_ID = 1
 
 NUMERIC_CHANNELS = ("log_amount", "log_quantity", "log_gap_prev_days", "log_days_before_cutoff")
 DAYS_BEFORE_CUTOFF_CHANNEL = 3  # index into NUMERIC, the time-aware position of the Transformer
+INDEX = "index"  # (B,) long, row of the snapshot table, to put predictions back in order
+LABEL_KEYS = (Y, TAU, TAU_BIN, OBSERVED)
+
+
+@dataclass
+class Preprocessor:
+    """Vocabularies and scalers fitted on training snapshots only; saved in the checkpoint."""
+
+    vocab: dict[str, int]
+    summary_names: list[str]
+    summary_mean: list[float]
+    summary_std: list[float]
+    numeric_mean: list[float]
+    numeric_std: list[float]
+    static_columns: list[str] = field(default_factory=list)
+    static_vocab: dict[str, dict[str, int]] = field(default_factory=dict)
+    max_len: int = 256
+    activity_event_types: list[str] | None = None
+
+    @property
+    def count_types(self) -> list[str]:
+        return sorted(self.vocab, key=self.vocab.get)
+
+    @property
+    def sizes(self) -> dict:
+        """Sizes learned from the data, passed to the model when it is built."""
+        return {
+            "n_event_types": len(self.vocab) + 2,
+            "n_numeric": len(NUMERIC_CHANNELS),
+            "n_summary": len(self.summary_names),
+            "static_cardinalities": [len(self.static_vocab[c]) + 1 for c in self.static_columns],
+        }
+
+    @classmethod
+    def fit(
+        cls,
+        index: EventIndex,
+        snapshots: pd.DataFrame,
+        users: pd.DataFrame | None = None,
+        max_len: int = 256,
+        max_event_types: int = 50,
+        activity_event_types: Sequence[str] | None = None,
+    ) -> "Preprocessor":
+        """Fit vocabularies and scalers on the training snapshots' inputs."""
+        codes, cutoffs = _codes_and_cutoffs(index, snapshots)
+        ragged = last_events(index, codes, cutoffs, max_len)
+        types, counts = np.unique(ragged.event_type.astype(str), return_counts=True)
+        top = types[np.lexsort((types, -counts))][:max_event_types]
+        vocab = {t: i + 2 for i, t in enumerate(top)}
+        raw = summary_features(index, codes, cutoffs, list(vocab))
+        summary = np.log1p(np.clip(raw.to_numpy(), 0, None))
+        static_columns = [c for c in (users.columns if users is not None else []) if c != "user_id"]
+        static_vocab = {}
+        if static_columns:
+            seen = users[users["user_id"].isin(snapshots["user_id"].unique())]
+            static_vocab = {c: {v: i + 1 for i, v in enumerate(sorted(seen[c].unique()))} for c in static_columns}
+        return cls(
+            vocab=vocab,
+            summary_names=list(raw.columns),
+            summary_mean=summary.mean(0).tolist(),
+            summary_std=_safe_std(summary).tolist(),
+            numeric_mean=ragged.numeric.mean(0).astype(float).tolist(),
+            numeric_std=_safe_std(ragged.numeric).tolist(),
+            static_columns=static_columns,
+            static_vocab=static_vocab,
+            max_len=max_len,
+            activity_event_types=list(activity_event_types) if activity_event_types else None,
+        )
+
+    def transform(
+        self, index: EventIndex, snapshots: pd.DataFrame, users: pd.DataFrame | None = None
+    ) -> "SnapshotDataset":
+        """Snapshots -> tensors; labels are carried over when the snapshots have them."""
+        missing = [c for c in self.static_columns if users is None or c not in users.columns]
+        if missing:
+            raise DataError(f"the model was trained with user attribute(s) {missing} that the data lacks")
+        codes, cutoffs = _codes_and_cutoffs(index, snapshots)
+        ragged = last_events(index, codes, cutoffs, self.max_len)
+        ids = pd.Series(ragged.event_type).map(self.vocab).fillna(OOV_ID).to_numpy(np.int64)
+        numeric = (ragged.numeric - np.float32(self.numeric_mean)) / np.float32(self.numeric_std)
+        raw = summary_features(index, codes, cutoffs, self.count_types)
+        summary = (np.log1p(np.clip(raw.to_numpy(), 0, None)) - self.summary_mean) / self.summary_std
+        static = np.zeros((len(snapshots), len(self.static_columns)), dtype=np.int64)
+        if self.static_columns:
+            attrs = snapshots[["user_id"]].merge(users, on="user_id", how="left")
+            for j, col in enumerate(self.static_columns):
+                static[:, j] = attrs[col].map(self.static_vocab[col]).fillna(0).to_numpy(np.int64)
+        labels = None
+        if Y in snapshots.columns:
+            labels = {
+                Y: torch.as_tensor(snapshots[Y].to_numpy(np.float32)),
+                TAU: torch.as_tensor(snapshots[TAU].to_numpy(np.float32)),
+                TAU_BIN: torch.as_tensor(snapshots[TAU_BIN].to_numpy(np.int64)),
+                OBSERVED: torch.as_tensor(snapshots[OBSERVED].to_numpy(bool)),
+            }
+        return SnapshotDataset(
+            event_type=torch.as_tensor(ids),
+            numeric=torch.as_tensor(numeric, dtype=torch.float32),
+            offsets=torch.as_tensor(ragged.offsets),
+            summary=torch.as_tensor(summary, dtype=torch.float32),
+            static=torch.as_tensor(static),
+            user_id=snapshots["user_id"].to_numpy(dtype=object),
+            cutoff=torch.as_tensor(cutoffs),
+            labels=labels,
+        )
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "Preprocessor":
+        return cls(**state)
+
+
+def _codes_and_cutoffs(index: EventIndex, snapshots: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    user_ids = snapshots["user_id"].to_numpy(dtype=object)
+    codes = index.user_codes(user_ids)
+    if len(user_ids) and (np.any(codes >= len(index.users)) or np.any(index.users[np.minimum(codes, len(index.users) - 1)] != user_ids)):
+        raise ValueError("snapshots name users that are not in the event log")
+    return codes, snapshots["cutoff"].to_numpy(np.int64)
+
+
+def _safe_std(x: np.ndarray) -> np.ndarray:
+    std = np.asarray(x, dtype=np.float64).std(0)
+    return np.where(std > 1e-8, std, 1.0)
+
+
+class SnapshotDataset(Dataset):
+    """Ragged per-snapshot tensors; indexing with a list of rows returns a padded batch dict."""
+
+    def __init__(self, event_type, numeric, offsets, summary, static, user_id, cutoff, labels=None):
+        self.event_type, self.numeric, self.offsets = event_type, numeric, offsets
+        self.summary, self.static, self.user_id, self.cutoff = summary, static, user_id, cutoff
+        self.labels = labels
+        self.lengths = (offsets[1:] - offsets[:-1]).numpy()
+
+    def __len__(self) -> int:
+        return len(self.cutoff)
+
+    def __getitem__(self, rows) -> dict:
+        rows = torch.as_tensor(np.atleast_1d(np.asarray(rows, dtype=np.int64)))
+        lengths = self.offsets[rows + 1] - self.offsets[rows]
+        steps = torch.arange(int(lengths.max()))
+        mask = steps[None, :] < lengths[:, None]  # (B, T), real events left-aligned
+        src = torch.where(mask, self.offsets[rows][:, None] + steps[None, :], 0)  # (B, T)
+        batch = {
+            EVENT_TYPE: torch.where(mask, self.event_type[src], PAD_ID),
+            NUMERIC: self.numeric[src] * mask[..., None],  # (B, T, F)
+            MASK: mask,
+            SUMMARY: self.summary[rows],
+            STATIC: self.static[rows],
+            CUTOFF: self.cutoff[rows],
+            INDEX: rows,
+            USER_ID: self.user_id[rows.numpy()].tolist(),
+        }
+        if self.labels is not None:
+            batch.update({k: v[rows] for k, v in self.labels.items()})
+        return batch
+
+
+class BucketBatchSampler(Sampler):
+    """Batches of similar length, so padding stays small; shuffled per epoch from a seed.
+
+    Shuffling permutes rows, sorts each pool of `pool_batches` batches by length, cuts
+    batches and shuffles their order. Without shuffling, batches follow length order.
+    Under DDP each rank takes every world_size-th batch.
+    """
+
+    def __init__(self, lengths, batch_size: int, shuffle: bool = False, seed: int = 0, pool_batches: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.shuffle, self.seed, self.pool = batch_size, shuffle, seed, pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[np.ndarray]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = np.argsort(self.lengths, kind="stable")
+            return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        perm = rng.permutation(n)
+        pool = self.batch_size * self.pool
+        batches = []
+        for i in range(0, n, pool):
+            chunk = perm[i : i + pool]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _shard(self, batches: list) -> list:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+            return batches[rank::world]
+        return batches
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter(self._shard(self._batches()))
+
+    def __len__(self) -> int:
+        return len(self._shard(self._batches()))
+
+
+def make_loader(dataset: SnapshotDataset, batch_size: int, shuffle: bool = False, seed: int = 0, num_workers: int = 0) -> DataLoader:
+    """A DataLoader whose items are whole padded batches drawn by length bucket."""
+    sampler = BucketBatchSampler(dataset.lengths, batch_size, shuffle=shuffle, seed=seed)
+    return DataLoader(
+        dataset, sampler=sampler, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0
+    )

@@ -1,0 +1,105 @@
+"""Train a churn model and report its test metrics.
+
+    python scripts/train.py [model=logistic|lstm|transformer] [data=cdnow|synthetic|events] [seed=0]
+    python scripts/train.py -m model=logistic,lstm seed=0,1
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from seqchurn.errors import DataError
+from seqchurn.metrics import log_loss, lift_at, oracle_ratio
+from sklearn.metrics import roc_auc_score
+
+log = logging.getLogger("seqchurn.train")
+
+
+def _instantiate_dict(cfg: DictConfig | None) -> list:
+    return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
+
+
+def train(cfg: DictConfig) -> tuple[dict, dict]:
+    """Fit on training snapshots, pick the best epoch on validation, score the test snapshot.
+
+    Returns:
+        (metrics, objects): the logged metrics as floats, and the datamodule, model and trainer.
+    """
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    log.info("data:\n%s", datamodule.describe())
+    model = hydra.utils.instantiate(cfg.model, bin_edges=datamodule.bin_edges, **datamodule.sizes, _convert_="all")
+    model.preprocessing = datamodule.preprocessing_state()
+    callbacks = _instantiate_dict(cfg.get("callbacks"))
+    loggers = _instantiate_dict(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+    if cfg.get("test", True):
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        metrics.update(_report_metrics(trainer.lightning_module, datamodule))
+    objects = {"datamodule": datamodule, "model": trainer.lightning_module, "trainer": trainer, "best_ckpt": ckpt}
+    return metrics, objects
+
+
+def _report_metrics(model, datamodule) -> dict:
+    """Test metrics that are not torchmetrics: log loss, lift at the top decile, the oracle ratio."""
+    pred = getattr(model, "test_predictions", None)
+    if pred is None:
+        return {}
+    y = datamodule.snapshots["test"]["y"].to_numpy()
+    p = pred["p_churn"]
+    out = {"test/log_loss": log_loss(p, y), "test/lift_top10": lift_at(p, y, 0.1)}
+    if datamodule.oracle is not None:
+        oracle_auc = roc_auc_score(y, datamodule.oracle["p_churn_oracle"].to_numpy())
+        out["test/auroc_oracle"] = float(oracle_auc)
+        out["test/oracle_ratio"] = oracle_ratio(roc_auc_score(y, p), oracle_auc)
+    for lg in model.loggers:
+        lg.log_metrics(out)
+    return out
+
+
+def _print_summary(metrics: dict, ckpt: str) -> None:
+    if ckpt:
+        print(f"best checkpoint: {ckpt}")
+    shown = [k for k in sorted(metrics) if k.startswith("test/")]
+    print("  ".join(f"{k}={metrics[k]:.4f}" for k in shown))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics, objects = train(cfg)
+    except DataError as err:
+        _discard_empty_run(Path(cfg.paths.output_dir))
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    _print_summary(metrics, objects["best_ckpt"])
+    value = metrics.get(cfg.get("optimized_metric") or "")
+    return None if value is None or np.isnan(value) else value
+
+
+def _discard_empty_run(run_dir: Path) -> None:
+    """Bad input: leave no run folder behind when nothing but Hydra's own files was written."""
+    written = [p for p in run_dir.glob("*") if p.name not in (".hydra", "train.log")] if run_dir.exists() else []
+    if run_dir.exists() and not written:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Raw event log -> validated, cleaned events frame (DESIGN section 2).
+
+The cleaned frame has one row per event, sorted by user and time, with columns
+`user_id` (str), `timestamp` (datetime64[ns]), `day` (int64, days since
+1970-01-01), `event_type` (str), `amount` (float64 >= 0), `quantity` (float64 >= 0).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from importlib import resources
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+
+from seqchurn.errors import DataError
+
+CONTRACT_COLUMNS = ("user_id", "timestamp", "event_type", "amount", "quantity")
+REQUIRED_COLUMNS = ("user_id", "timestamp")
+DEFAULT_EVENT_TYPE = "purchase"
+CDNOW_RESOURCE = "cdnow_master.txt.gz"
+_SHOW_BAD_ROWS = 3
+
+
+def read_table(path: str | Path, usecols: list[str] | None = None) -> pd.DataFrame:
+    """Read a CSV (optionally gzipped) or a Parquet file / partitioned directory into a frame."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"file not found: {path}")
+    name = path.name.lower()
+    try:
+        if path.is_dir() or name.endswith((".parquet", ".pq")):
+            return pads.dataset(path, format="parquet").to_table(columns=usecols).to_pandas()
+        if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
+            sep = "\t" if ".tsv" in name else ","
+            return pd.read_csv(path, sep=sep, usecols=usecols, dtype={c: str for c in usecols or []})
+    except (ValueError, KeyError, OSError) as err:  # pyarrow's errors derive from these
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"cannot read {path}: {first}") from err
+    raise DataError(f"unknown file type {path.suffix!r} for {path}: use .csv, .csv.gz or .parquet")
+
+
+def read_cdnow(path: str | Path | None = None) -> pd.DataFrame:
+    """Read the CDNOW text log (shipped copy by default) into contract columns, one row per line."""
+    if path is None:
+        raw = resources.files("seqchurn.resources").joinpath(CDNOW_RESOURCE).read_bytes()
+        text = gzip.decompress(raw).decode()
+    else:
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"file not found: {path}")
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt") as fh:
+            text = fh.read()
+    frame = pd.read_csv(
+        io.StringIO(text),
+        sep=r"\s+",
+        dtype={"customer_id": str, "date": str},
+    )
+    expected = {"customer_id", "date", "number_of_cds", "dollar_value"}
+    if not expected <= set(frame.columns):
+        raise DataError(f"not a CDNOW file: expected columns {sorted(expected)}, found {list(frame.columns)}")
+    return pd.DataFrame(
+        {
+            "user_id": frame["customer_id"],
+            "timestamp": frame["date"],
+            "event_type": DEFAULT_EVENT_TYPE,
+            "amount": frame["dollar_value"],
+            "quantity": frame["number_of_cds"],
+        }
+    )
+
+
+def rename_columns(frame: pd.DataFrame, columns: Mapping[str, str] | None) -> pd.DataFrame:
+    """Map the file's column names onto the contract names (`columns`: contract name -> file name)."""
+    columns = {k: v for k, v in dict(columns or {}).items() if v is not None}
+    unknown = set(columns) - set(CONTRACT_COLUMNS)
+    if unknown:
+        raise DataError(f"unknown contract column(s) in data.columns: {sorted(unknown)}; use {list(CONTRACT_COLUMNS)}")
+    missing = [src for src in columns.values() if src not in frame.columns]
+    if missing:
+        raise DataError(f"column(s) {missing} not in the file; it has {list(frame.columns)}")
+    inverse = {src: dst for dst, src in columns.items()}
+    kept = [c for c in frame.columns if c in inverse or (c in CONTRACT_COLUMNS and c not in columns)]
+    return frame[kept].rename(columns=inverse)
+
+
+def _line_numbers(bad: np.ndarray, header_lines: int) -> str:
+    rows = np.flatnonzero(bad)[:_SHOW_BAD_ROWS]
+    return ", ".join(str(int(r) + 1 + header_lines) for r in rows)
+
+
+def clean_events(
+    frame: pd.DataFrame,
+    on_bad_rows: str = "raise",
+    merge_same_day: bool = False,
+    header_lines: int = 1,
+) -> tuple[pd.DataFrame, dict]:
+    """Validate contract columns and return the cleaned frame plus a report of what was dropped.
+
+    Args:
+        frame: events with contract column names (after `rename_columns`).
+        on_bad_rows: "raise" refuses rows with a null user or time; "drop" drops and counts them.
+        merge_same_day: merge a user's events of one type on one day into one, amounts summed.
+        header_lines: lines before the first data row, so error messages give file line numbers.
+    """
+    if on_bad_rows not in ("raise", "drop"):
+        raise DataError(f"data.on_bad_rows must be 'raise' or 'drop', got {on_bad_rows!r}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"missing required column(s) {missing}; the data has {list(frame.columns)} "
+            "(map them with data.columns.user_id=... data.columns.timestamp=...)"
+        )
+    if len(frame) == 0:
+        raise DataError("the event log has no rows")
+    report = {"rows_read": int(len(frame))}
+
+    user = frame["user_id"]
+    ts_raw = frame["timestamp"]
+    null = user.isna().to_numpy() | ts_raw.isna().to_numpy()
+    if user.dtype == object:
+        null |= user.astype(str).str.strip().eq("").to_numpy()
+    if null.any():
+        if on_bad_rows == "raise":
+            raise DataError(
+                f"{int(null.sum())} row(s) with a null user_id or timestamp (first at line(s) "
+                f"{_line_numbers(null, header_lines)}); set data.on_bad_rows=drop to drop them"
+            )
+    report["dropped_null_rows"] = int(null.sum())
+
+    timestamp = _parse_timestamps(ts_raw, ~null, header_lines)
+    out = pd.DataFrame({"user_id": _user_ids(user), "timestamp": timestamp})
+    if "event_type" in frame.columns:
+        etype = frame["event_type"].astype("string").fillna(DEFAULT_EVENT_TYPE).str.strip()
+        out["event_type"] = etype.astype(object)
+    else:
+        out["event_type"] = DEFAULT_EVENT_TYPE
+    for col in ("amount", "quantity"):
+        out[col] = _non_negative(frame, col, ~null, header_lines)
+    out = out.loc[~null]
+
+    out["day"] = out["timestamp"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    out = out.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
+    if merge_same_day:
+        before = len(out)
+        out = (
+            out.groupby(["user_id", "day", "event_type"], sort=False, as_index=False)
+            .agg(timestamp=("timestamp", "min"), amount=("amount", "sum"), quantity=("quantity", "sum"))
+            .sort_values(["user_id", "timestamp"], kind="stable")
+            .reset_index(drop=True)
+        )
+        report["merged_same_day_rows"] = before - len(out)
+    report["rows_kept"] = int(len(out))
+    report["users"] = int(out["user_id"].nunique())
+    return out[["user_id", "timestamp", "day", "event_type", "amount", "quantity"]], report
+
+
+def _user_ids(user: pd.Series) -> pd.Series:
+    if pd.api.types.is_float_dtype(user):  # integer ids read with nulls come back as floats
+        user = user.astype("Int64")
+    return user.astype("string").str.strip().astype(object)
+
+
+def _parse_timestamps(raw: pd.Series, valid: np.ndarray, header_lines: int) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        ts = raw
+        if getattr(ts.dt, "tz", None) is not None:
+            ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+        return ts.astype("datetime64[ns]")
+    text = raw.astype("string").str.strip()
+    compact = text.str.fullmatch(r"\d{8}").fillna(False).to_numpy()
+    ts = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
+    if compact.any():  # YYYYMMDD, as in CDNOW and many exports
+        ts[compact] = pd.to_datetime(text[compact], format="%Y%m%d", errors="coerce")
+    rest = ~compact & valid
+    if rest.any():
+        parsed = pd.to_datetime(text[rest], errors="coerce", format="mixed", utc=True)
+        ts[rest] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
+    bad = valid & ts.isna().to_numpy()
+    if bad.any():
+        rows = np.flatnonzero(bad)[:_SHOW_BAD_ROWS]
+        shown = ", ".join(f"line {int(r) + 1 + header_lines}: {text.iloc[r]!r}" for r in rows)
+        raise DataError(f"{int(bad.sum())} unparsable timestamp(s), e.g. {shown}")
+    return ts
+
+
+def _non_negative(frame: pd.DataFrame, col: str, valid: np.ndarray, header_lines: int) -> np.ndarray:
+    if col not in frame.columns:
+        return np.zeros(len(frame))
+    values = pd.to_numeric(frame[col], errors="coerce")
+    bad_text = values.isna().to_numpy() & frame[col].notna().to_numpy() & valid
+    if bad_text.any():
+        raise DataError(f"non-numeric {col} at line(s) {_line_numbers(bad_text, header_lines)}")
+    values = values.fillna(0.0).to_numpy(dtype=np.float64)
+    negative = (values < 0) & valid
+    if negative.any():
+        raise DataError(f"{int(negative.sum())} negative {col} value(s), first at line(s) {_line_numbers(negative, header_lines)}")
+    return values
+
+
+def load_events(
+    source: str = "events",
+    path: str | Path | None = None,
+    columns: Mapping[str, str] | None = None,
+    on_bad_rows: str = "raise",
+    merge_same_day: bool = False,
+) -> tuple[pd.DataFrame, dict]:
+    """Read and clean an event log: `source` is "cdnow" (shipped copy unless `path`) or "events" (CSV/Parquet)."""
+    if source == "cdnow":
+        raw = read_cdnow(path)
+    elif source == "events":
+        if path is None:
+            raise DataError("data.path is required for data=events (a CSV or Parquet file)")
+        raw = rename_columns(read_table(path), columns)
+    else:
+        raise DataError(f"unknown data source {source!r}: use 'cdnow' or 'events'")
+    return clean_events(raw, on_bad_rows=on_bad_rows, merge_same_day=merge_same_day)
+
+
+def read_users(path: str | Path, user_column: str = "user_id", attributes: list[str] | None = None) -> pd.DataFrame:
+    """Read the optional static user table: `user_id` plus categorical attribute columns as strings."""
+    table = read_table(path)
+    if user_column not in table.columns:
+        raise DataError(f"user table {path} has no column {user_column!r}; it has {list(table.columns)}")
+    attributes = list(attributes) if attributes else [c for c in table.columns if c != user_column]
+    missing = [c for c in attributes if c not in table.columns]
+    if missing:
+        raise DataError(f"user table {path} lacks attribute column(s) {missing}; it has {list(table.columns)}")
+    out = pd.DataFrame({"user_id": _user_ids(table[user_column])})
+    for col in attributes:
+        out[col] = table[col].astype("string").fillna("").astype(object)
+    if out["user_id"].duplicated().any():
+        raise DataError(f"user table {path} has duplicate user ids")
+    return out

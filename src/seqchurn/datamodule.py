@@ -1,0 +1,191 @@
+"""LightningDataModule: read the log, cut snapshots, split users, fit preprocessing, serve loaders."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+
+from seqchurn.data.events import load_events, read_users
+from seqchurn.data.features import EventIndex
+from seqchurn.data.labels import (
+    DEFAULT_BIN_EDGES,
+    activity_mask,
+    check_cutoff_in_data,
+    make_snapshots,
+    merge_bins,
+    month_end_cutoffs,
+    to_date,
+    to_day,
+)
+from seqchurn.data.sequences import Preprocessor, SnapshotDataset, make_loader
+from seqchurn.errors import DataError
+
+
+class ChurnDataModule(pl.LightningDataModule):
+    """Snapshots for training (month-end cutoffs, labels ending by the test cutoff), validation and test.
+
+    Validation holds out a fixed share of users with all their training snapshots; test
+    scores every eligible user at the test cutoff (or only held-out users, when
+    `test_user_fraction` > 0, as in the synthetic protocol).
+    """
+
+    def __init__(
+        self,
+        source: str = "cdnow",
+        path: str | None = None,
+        columns: Mapping[str, str] | None = None,
+        users_path: str | None = None,
+        horizon_days: int = 90,
+        test_cutoff: str | None = None,
+        train_cutoffs: Sequence[str] | None = None,
+        obs_end: str | None = None,
+        activity_event_types: Sequence[str] | None = None,
+        merge_same_day: bool = False,
+        on_bad_rows: str = "raise",
+        bin_edges: Sequence[int] = DEFAULT_BIN_EDGES,
+        val_fraction: float = 0.15,
+        test_user_fraction: float = 0.0,
+        split_seed: int = 0,
+        max_len: int = 256,
+        max_event_types: int = 50,
+        batch_size: int = 256,
+        eval_batch_size: int = 1024,
+        num_workers: int = 0,
+        seed: int = 0,
+        synthetic: Mapping | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.events: pd.DataFrame | None = None
+        self.oracle: pd.DataFrame | None = None
+
+    # -- data -----------------------------------------------------------------------------
+    def _load(self) -> pd.DataFrame:
+        hp = self.hparams
+        if hp.source == "synthetic":
+            from seqchurn.data.synthetic import bgnbd_oracle, simulate_bgnbd
+
+            params = dict(hp.synthetic or {})
+            events, _ = simulate_bgnbd(**params)
+            self._oracle_fn = lambda cutoff: bgnbd_oracle(
+                events, to_date(cutoff), hp.horizon_days, **{k: params[k] for k in ("r", "alpha", "a", "b") if k in params}
+            )
+            from seqchurn.data.events import clean_events
+
+            events, self.report = clean_events(events, merge_same_day=hp.merge_same_day)
+            return events
+        events, self.report = load_events(
+            hp.source, hp.path, hp.columns, on_bad_rows=hp.on_bad_rows, merge_same_day=hp.merge_same_day
+        )
+        return events
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.events is not None:
+            return
+        hp = self.hparams
+        events = self._load()
+        users = read_users(hp.users_path) if hp.users_path else None
+        horizon = int(hp.horizon_days)
+        if horizon <= 0:
+            raise DataError(f"data.horizon_days must be positive, got {horizon}")
+        last_day = int(events["day"].max())
+        obs_end = to_day(hp.obs_end) if hp.obs_end else last_day
+        test_cutoff = to_day(hp.test_cutoff) if hp.test_cutoff else obs_end - horizon
+        check_cutoff_in_data(events, test_cutoff, "data.test_cutoff")
+        if test_cutoff + horizon > obs_end:
+            raise DataError(
+                f"data.test_cutoff {to_date(test_cutoff)} leaves fewer than {horizon} days of labels before "
+                f"the end of the data {to_date(obs_end)}"
+            )
+        if hp.train_cutoffs:
+            train_cutoffs = sorted(to_day(c) for c in hp.train_cutoffs)
+            for c in train_cutoffs:
+                check_cutoff_in_data(events, c, "training cutoff")
+        else:
+            train_cutoffs = month_end_cutoffs(int(events["day"].min()), test_cutoff, horizon)
+        if not train_cutoffs:
+            raise DataError(
+                f"no month-end training cutoff C with C + {horizon} days <= the test cutoff {to_date(test_cutoff)}; "
+                "move data.test_cutoff later or list data.train_cutoffs"
+            )
+        self.bin_edges = merge_bins(hp.bin_edges, train_cutoffs, test_cutoff, horizon)
+        activity = hp.activity_event_types
+        train_snaps = make_snapshots(events, train_cutoffs, horizon, test_cutoff, self.bin_edges, activity)
+        test_snaps = make_snapshots(events, [test_cutoff], horizon, obs_end, self.bin_edges, activity)
+
+        all_users = np.unique(events["user_id"].to_numpy(dtype=object))
+        rng = np.random.default_rng(hp.split_seed)
+        shuffled = all_users[rng.permutation(len(all_users))]
+        n_test = int(round(hp.test_user_fraction * len(all_users)))
+        n_val = int(round(hp.val_fraction * (len(all_users) - n_test)))
+        test_users, val_users = set(shuffled[:n_test]), set(shuffled[n_test : n_test + n_val])
+        if test_users:
+            train_snaps = train_snaps[~train_snaps["user_id"].isin(test_users)]
+            test_snaps = test_snaps[test_snaps["user_id"].isin(test_users)]
+        in_val = train_snaps["user_id"].isin(val_users)
+        self.snapshots = {
+            "train": train_snaps[~in_val].reset_index(drop=True),
+            "val": train_snaps[in_val].reset_index(drop=True),
+            "test": test_snaps.reset_index(drop=True),
+        }
+        for split, frame in self.snapshots.items():
+            if len(frame) == 0:
+                raise DataError(f"the {split} snapshot is empty: no eligible user (check cutoffs and the split)")
+
+        index = EventIndex(events, activity_mask(events, activity))
+        self.preprocessor = Preprocessor.fit(
+            index, self.snapshots["train"], users, hp.max_len, hp.max_event_types, activity
+        )
+        self.datasets = {k: self.preprocessor.transform(index, v, users) for k, v in self.snapshots.items()}
+        self.train_cutoffs, self.test_cutoff, self.obs_end = train_cutoffs, test_cutoff, obs_end
+        if hp.source == "synthetic":
+            self.oracle = self.snapshots["test"][["user_id"]].merge(self._oracle_fn(test_cutoff), on="user_id", how="left")
+        self.events = events
+
+    @property
+    def sizes(self) -> dict:
+        """Data-derived sizes for building the model."""
+        return self.preprocessor.sizes
+
+    def preprocessing_state(self) -> dict:
+        """What prediction needs besides the weights: preprocessing, bins and the label settings."""
+        hp = self.hparams
+        return {
+            "preprocessor": self.preprocessor.state_dict(),
+            "bin_edges": list(self.bin_edges),
+            "horizon_days": int(hp.horizon_days),
+            "test_cutoff": to_date(self.test_cutoff),
+            "train_cutoffs": [to_date(c) for c in self.train_cutoffs],
+            "merge_same_day": bool(hp.merge_same_day),
+        }
+
+    def describe(self) -> str:
+        """One line per split: rows, users and churn rate."""
+        lines = []
+        for split, frame in self.snapshots.items():
+            lines.append(
+                f"{split:>5}: {len(frame):>7} snapshots, {frame['user_id'].nunique():>6} users, "
+                f"cutoffs {to_date(frame['cutoff'].min())}..{to_date(frame['cutoff'].max())}, churn rate {frame['y'].mean():.3f}"
+            )
+        return "\n".join(lines)
+
+    # -- loaders --------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool) -> object:
+        hp = self.hparams
+        size = hp.batch_size if shuffle else hp.eval_batch_size
+        return make_loader(self.datasets[split], size, shuffle=shuffle, seed=hp.seed, num_workers=hp.num_workers)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
+
+    def dataset(self, split: str) -> SnapshotDataset:
+        return self.datasets[split]

@@ -1,0 +1,125 @@
+"""ChurnModule: encoder + hazard head + loss + metrics + optimizer, one LightningModule for every model."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from seqchurn.data.sequences import INDEX, OBSERVED, TAU, TAU_BIN, Y
+from seqchurn.losses import hazard_nll
+from seqchurn.metrics import churn_metrics, cindex
+from seqchurn.models import build_encoder
+from seqchurn.models.heads import HazardHead, hazards, tau_restricted_mean
+
+
+class ChurnModule(pl.LightningModule):
+    """A sequence (or summary) encoder with the discrete-time hazard head of DESIGN section 5.
+
+    Args:
+        encoder: registry name, "logistic" | "lstm" | "transformer".
+        encoder_kwargs: chosen sizes of the encoder (widths, layers, dropout).
+        bin_edges: finite upper edges of the tau bins after merging; K = len(bin_edges) + 1.
+        n_event_types, n_numeric, n_summary, static_cardinalities: sizes learned from the data.
+        loss_lambda: weight of the time-to-churn terms (bins >= 1); 0 gives a plain classifier.
+    """
+
+    def __init__(
+        self,
+        encoder: str,
+        bin_edges: Sequence[int],
+        n_event_types: int,
+        n_numeric: int,
+        n_summary: int,
+        static_cardinalities: Sequence[int] = (),
+        encoder_kwargs: dict | None = None,
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+        loss_lambda: float = 1.0,
+        pos_weight: float | None = None,
+        focal_gamma: float = 0.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder = build_encoder(
+            encoder,
+            n_event_types=n_event_types,
+            n_numeric=n_numeric,
+            n_summary=n_summary,
+            static_cardinalities=list(static_cardinalities),
+            **dict(encoder_kwargs or {}),
+        )
+        self.head = HazardHead(self.encoder.out_dim, len(bin_edges) + 1)
+        metrics = churn_metrics()
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+        self.preprocessing: dict | None = None
+        self._test_outputs: list[dict] = []
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Batch dict -> (B, K-1) hazard logits."""
+        return self.head(self.encoder(batch))
+
+    def _shared_step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch)
+        hp = self.hparams
+        loss = hazard_nll(
+            logits,
+            batch[TAU_BIN],
+            batch[OBSERVED],
+            lam=hp.loss_lambda,
+            pos_weight=hp.pos_weight,
+            focal_gamma=hp.focal_gamma,
+        )
+        p_churn = torch.sigmoid(logits[:, 0])
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(p_churn.detach(), batch[Y].long())
+        size = len(p_churn)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=size)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=size)
+        return loss, logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")[0]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        _, logits = self._shared_step(batch, "test")
+        self._test_outputs.append(
+            {
+                INDEX: batch[INDEX].cpu(),
+                "p_churn": torch.sigmoid(logits[:, 0]).detach().cpu(),
+                "tau_mean": tau_restricted_mean(logits.detach(), self.hparams.bin_edges).cpu(),
+                TAU: batch[TAU].cpu(),
+                OBSERVED: batch[OBSERVED].cpu(),
+            }
+        )
+
+    def on_test_epoch_start(self) -> None:
+        self._test_outputs = []
+
+    def on_test_epoch_end(self) -> None:
+        out = {k: torch.cat([o[k] for o in self._test_outputs]).numpy() for k in self._test_outputs[0]}
+        # With no bin beyond bin 0 there is no time-to-churn output, so rank by -p_churn.
+        score = out["tau_mean"] if len(self.hparams.bin_edges) > 1 else -out["p_churn"]
+        self.log("test/cindex", cindex(score, out[TAU], out[OBSERVED]))
+        order = np.argsort(out[INDEX])
+        self.test_predictions = {k: v[order] for k, v in out.items()}
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        logits = self(batch)
+        return {INDEX: batch[INDEX], "logits": logits, "hazards": hazards(logits)}
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["preprocessing"] = self.preprocessing
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.preprocessing = checkpoint.get("preprocessing")

@@ -1,0 +1,131 @@
+"""Tensorization: leakage, truncation, out-of-vocabulary ids, bucketing, masks."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from seqchurn.data.events import clean_events
+from seqchurn.data.features import EventIndex
+from seqchurn.data.labels import activity_mask, make_snapshots
+from seqchurn.data.sequences import (
+    EVENT_TYPE,
+    INDEX,
+    MASK,
+    NUMERIC,
+    OOV_ID,
+    PAD_ID,
+    STATIC,
+    SUMMARY,
+    BucketBatchSampler,
+    Preprocessor,
+    make_loader,
+)
+
+INPUT_KEYS = (EVENT_TYPE, NUMERIC, MASK, SUMMARY, STATIC)
+C = 20_000  # a cutoff day
+
+
+def random_log(seed: int, n: int = 3000, n_users: int = 150) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    day = C - 400 + rng.integers(0, 700, n)
+    raw = pd.DataFrame(
+        {
+            "user_id": rng.integers(0, n_users, n).astype(str),
+            "timestamp": pd.to_datetime(day, unit="D") + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s"),
+            "event_type": rng.choice(["purchase", "view", "cart"], n),
+            "amount": rng.exponential(20, n).round(2),
+            "quantity": rng.integers(0, 4, n).astype(float),
+        }
+    )
+    return clean_events(raw)[0]
+
+
+def tensors(events, prep=None, activity=("purchase",), max_len=16, users=None):
+    snaps = make_snapshots(events, [C], 90, None, activity_event_types=list(activity))
+    index = EventIndex(events, activity_mask(events, list(activity)))
+    prep = prep or Preprocessor.fit(index, snaps, users, max_len=max_len, activity_event_types=list(activity))
+    ds = prep.transform(index, snaps, users)
+    return prep, ds, ds[np.arange(len(ds))]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_leakage_events_after_cutoff_change_no_input(seed):
+    events = random_log(seed)
+    prep, _, before = tensors(events)
+    rng = np.random.default_rng(100 + seed)
+    after = events["day"] > C
+    changed = events.copy()
+    # Change every later event, add new ones (also of a type never seen) and drop some.
+    changed.loc[after, "amount"] = rng.exponential(500, after.sum())
+    changed.loc[after, "event_type"] = rng.choice(["purchase", "refund"], after.sum())
+    changed.loc[after, "timestamp"] += pd.Timedelta(days=3)
+    extra = changed[after].sample(frac=0.5, random_state=seed).assign(quantity=9.0)
+    changed = pd.concat([changed, extra]).drop(changed[after].sample(frac=0.2, random_state=seed).index)
+    changed["day"] = changed["timestamp"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    changed = changed.sort_values(["user_id", "timestamp"]).reset_index(drop=True)
+    _, _, again = tensors(changed, prep)
+    for key in INPUT_KEYS:
+        torch.testing.assert_close(before[key], again[key], rtol=0, atol=0, msg=key)
+
+
+def test_truncation_keeps_the_last_events_oldest_first():
+    events = random_log(0)
+    _, ds, batch = tensors(events, max_len=5)
+    lengths = batch[MASK].sum(1)
+    assert lengths.max() == 5
+    # days before the cutoff decrease along the sequence: oldest first, the latest kept
+    days_before = batch[NUMERIC][..., 3]
+    real = batch[MASK]
+    diffs = (days_before[:, 1:] - days_before[:, :-1])[real[:, 1:]]
+    assert (diffs <= 1e-6).all()
+    assert (batch[EVENT_TYPE][~real] == PAD_ID).all() and (batch[NUMERIC][~real] == 0).all()
+
+
+def test_unseen_event_type_maps_to_oov():
+    events = random_log(1)
+    prep, _, _ = tensors(events)
+    renamed = events.assign(event_type=events["event_type"].replace("cart", "wishlist"))
+    _, _, batch = tensors(renamed, prep)
+    assert (batch[EVENT_TYPE] == OOV_ID).any()
+    assert "wishlist" not in prep.vocab
+
+
+def test_static_attributes_and_missing_ones(tmp_path):
+    events = random_log(2)
+    users = pd.DataFrame({"user_id": events["user_id"].unique()})
+    users["country"] = np.where(users.index % 2 == 0, "DE", "FR")
+    prep, _, batch = tensors(events, users=users)
+    assert prep.sizes["static_cardinalities"] == [3]
+    assert set(batch[STATIC].unique().tolist()) == {1, 2}
+    from seqchurn.errors import DataError
+
+    with pytest.raises(DataError, match="country"):
+        tensors(events, prep, users=users[["user_id"]])
+
+
+def test_bucketing_covers_every_row_once_and_is_seeded():
+    lengths = np.random.default_rng(0).integers(1, 50, 1000)
+    sampler = BucketBatchSampler(lengths, 32, shuffle=True, seed=3)
+    rows = np.concatenate(list(sampler))
+    assert sorted(rows.tolist()) == list(range(1000))
+    assert [b.tolist() for b in sampler] == [b.tolist() for b in BucketBatchSampler(lengths, 32, shuffle=True, seed=3)]
+    sampler.set_epoch(1)
+    assert np.concatenate(list(sampler)).tolist() != rows.tolist()
+    # bucketing keeps padding small: the mean spread of lengths inside a batch
+    spread = np.mean([np.ptp(lengths[b]) for b in BucketBatchSampler(lengths, 32, shuffle=True, seed=3)])
+    assert spread < 5
+
+
+def test_loader_batches_reassemble_the_dataset():
+    events = random_log(3)
+    _, ds, full = tensors(events)
+    seen = {}
+    for batch in make_loader(ds, 7, shuffle=True):
+        for j, row in enumerate(batch[INDEX].tolist()):
+            n = int(batch[MASK][j].sum())
+            seen[row] = batch[NUMERIC][j, :n]
+    assert sorted(seen) == list(range(len(ds)))
+    for row, numeric in seen.items():
+        n = int(full[MASK][row].sum())
+        torch.testing.assert_close(numeric, full[NUMERIC][row, :n])
