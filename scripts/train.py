@@ -62,11 +62,12 @@ def _report_metrics(model, datamodule) -> dict:
     pred = getattr(model, "test_predictions", None)
     if pred is None:
         return {}
-    y = datamodule.snapshots["test"]["y"].to_numpy()
+    rows = pred["index"]  # all test rows, or fewer in a fast_dev_run
+    y = datamodule.snapshots["test"]["y"].to_numpy()[rows]
     p = pred["p_churn"]
     out = {"test/log_loss": log_loss(p, y), "test/lift_top10": lift_at(p, y, 0.1)}
     if datamodule.oracle is not None:
-        oracle_auc = roc_auc_score(y, datamodule.oracle["p_churn_oracle"].to_numpy())
+        oracle_auc = roc_auc_score(y, datamodule.oracle["p_churn_oracle"].to_numpy()[rows])
         out["test/auroc_oracle"] = float(oracle_auc)
         out["test/oracle_ratio"] = oracle_ratio(roc_auc_score(y, p), oracle_auc)
     for lg in model.loggers:

@@ -69,5 +69,5 @@ def test_missing_file_and_unknown_mapping(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         load_events("events", tmp_path / "nope.csv")
     frame = pd.DataFrame({"a": [1], "b": ["2020-01-01"]})
-    with pytest.raises(DataError, match=r"not in the file; it has \['a', 'b'\]"):
+    with pytest.raises(DataError, match=r"missing from the file; it has \['a', 'b'\]"):
         rename_columns(frame, {"user_id": "CustomerID"})

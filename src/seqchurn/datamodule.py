@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 
-from seqchurn.data.events import load_events, read_users
+from seqchurn.data.events import clean_events, load_events, read_users
 from seqchurn.data.features import EventIndex
 from seqchurn.data.labels import (
     DEFAULT_BIN_EDGES,
@@ -21,6 +21,7 @@ from seqchurn.data.labels import (
     to_day,
 )
 from seqchurn.data.sequences import Preprocessor, SnapshotDataset, make_loader
+from seqchurn.data.synthetic import bgnbd_oracle, simulate_bgnbd
 from seqchurn.errors import DataError
 
 
@@ -66,16 +67,13 @@ class ChurnDataModule(pl.LightningDataModule):
     def _load(self) -> pd.DataFrame:
         hp = self.hparams
         if hp.source == "synthetic":
-            from seqchurn.data.synthetic import bgnbd_oracle, simulate_bgnbd
-
             params = dict(hp.synthetic or {})
-            events, _ = simulate_bgnbd(**params)
-            self._oracle_fn = lambda cutoff: bgnbd_oracle(
-                events, to_date(cutoff), hp.horizon_days, **{k: params[k] for k in ("r", "alpha", "a", "b") if k in params}
-            )
-            from seqchurn.data.events import clean_events
-
-            events, self.report = clean_events(events, merge_same_day=hp.merge_same_day)
+            simulated, _ = simulate_bgnbd(**params)
+            oracle_params = {k: params[k] for k in ("r", "alpha", "a", "b", "start") if k in params}
+            self._oracle_fn = lambda cutoff: bgnbd_oracle(simulated, cutoff, hp.horizon_days, **oracle_params)
+            # Every simulated event is a purchase; its label becomes the event type the models see.
+            labelled = simulated.assign(event_type=simulated.get("event_label", simulated["event_type"]))
+            events, self.report = clean_events(labelled, merge_same_day=hp.merge_same_day)
             return events
         events, self.report = load_events(
             hp.source, hp.path, hp.columns, on_bad_rows=hp.on_bad_rows, merge_same_day=hp.merge_same_day
@@ -142,7 +140,8 @@ class ChurnDataModule(pl.LightningDataModule):
         self.datasets = {k: self.preprocessor.transform(index, v, users) for k, v in self.snapshots.items()}
         self.train_cutoffs, self.test_cutoff, self.obs_end = train_cutoffs, test_cutoff, obs_end
         if hp.source == "synthetic":
-            self.oracle = self.snapshots["test"][["user_id"]].merge(self._oracle_fn(test_cutoff), on="user_id", how="left")
+            oracle = self._oracle_fn(test_cutoff)[["user_id", "p_churn_oracle"]]
+            self.oracle = self.snapshots["test"][["user_id"]].merge(oracle, on="user_id", how="left")
         self.events = events
 
     @property

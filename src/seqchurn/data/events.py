@@ -83,7 +83,7 @@ def rename_columns(frame: pd.DataFrame, columns: Mapping[str, str] | None) -> pd
         raise DataError(f"unknown contract column(s) in data.columns: {sorted(unknown)}; use {list(CONTRACT_COLUMNS)}")
     missing = [src for src in columns.values() if src not in frame.columns]
     if missing:
-        raise DataError(f"column(s) {missing} not in the file; it has {list(frame.columns)}")
+        raise DataError(f"column(s) {missing} named in data.columns are missing from the file; it has {list(frame.columns)}")
     inverse = {src: dst for dst, src in columns.items()}
     kept = [c for c in frame.columns if c in inverse or (c in CONTRACT_COLUMNS and c not in columns)]
     return frame[kept].rename(columns=inverse)

@@ -78,14 +78,14 @@ class Preprocessor:
         ragged = last_events(index, codes, cutoffs, max_len)
         types, counts = np.unique(ragged.event_type.astype(str), return_counts=True)
         top = types[np.lexsort((types, -counts))][:max_event_types]
-        vocab = {t: i + 2 for i, t in enumerate(top)}
+        vocab = {str(t): i + 2 for i, t in enumerate(top)}
         raw = summary_features(index, codes, cutoffs, list(vocab))
         summary = np.log1p(np.clip(raw.to_numpy(), 0, None))
         static_columns = [c for c in (users.columns if users is not None else []) if c != "user_id"]
         static_vocab = {}
         if static_columns:
             seen = users[users["user_id"].isin(snapshots["user_id"].unique())]
-            static_vocab = {c: {v: i + 1 for i, v in enumerate(sorted(seen[c].unique()))} for c in static_columns}
+            static_vocab = {c: {str(v): i + 1 for i, v in enumerate(sorted(seen[c].unique()))} for c in static_columns}
         return cls(
             vocab=vocab,
             summary_names=list(raw.columns),

@@ -1,0 +1,124 @@
+"""Composition, fast_dev_run, determinism, checkpoint round trip and the CLI contract of train."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import open_dict
+
+from conftest import ROOT
+from train import train
+
+from seqchurn.data.sequences import INDEX
+from seqchurn.module import ChurnModule
+
+MODELS = ["logistic", "lstm", "transformer"]
+SMALL = ["data=synthetic", "data.synthetic.n_users=600", "logger=csv", "trainer.enable_progress_bar=false"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("data", ["cdnow", "synthetic", "events"])
+def test_every_config_composes(make_cfg, model, data):
+    extra = ["data.path=x.csv"] if data == "events" else []
+    cfg = make_cfg([f"model={model}", f"data={data}", *extra])
+    assert cfg.model.encoder == model and cfg.data.source == data
+
+
+@pytest.mark.parametrize("group", ["trainer=gpu", "trainer=ddp", "logger=csv", "debug=fdr", "debug=overfit", "debug=limit", "experiment=cdnow_lstm"])
+def test_other_groups_compose(make_cfg, group):
+    make_cfg([group])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fast_dev_run(make_cfg, model):
+    metrics, objects = train(make_cfg([f"model={model}", "debug=fdr", *SMALL]))
+    assert "test/auroc" in metrics and "test/cindex" in metrics
+    assert objects["model"].preprocessing["bin_edges"] == objects["datamodule"].bin_edges
+
+
+def _fit(make_cfg, model="logistic", extra=()):
+    return train(make_cfg([f"model={model}", *SMALL, "trainer.max_epochs=2", *extra]))
+
+
+def test_same_seed_same_metrics(make_cfg):
+    first, _ = _fit(make_cfg, "lstm")
+    again, _ = _fit(make_cfg, "lstm")
+    for key in ("val/auroc", "test/auroc", "test/cindex", "test/brier"):
+        assert first[key] == again[key], key
+
+
+def test_checkpoint_reload_gives_same_predictions(make_cfg):
+    metrics, objects = _fit(make_cfg, "transformer")
+    ckpt = objects["best_ckpt"]
+    assert os.path.basename(ckpt) == "best.ckpt" and os.path.exists(ckpt)
+    dm = objects["datamodule"]
+    loaded = ChurnModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
+    assert loaded.preprocessing["preprocessor"]["vocab"] == dm.preprocessor.vocab
+    trained = objects["model"].eval()
+    batch = dm.dataset("test")[np.arange(len(dm.dataset("test")))]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch), trained(batch))
+
+
+def test_padding_and_bucketing_change_no_prediction(make_cfg):
+    _, objects = _fit(make_cfg, "lstm", ["trainer.max_epochs=1"])
+    model, ds = objects["model"].eval(), objects["datamodule"].dataset("test")
+    rows = np.arange(len(ds))
+    with torch.no_grad():
+        alone = torch.cat([model(ds[[r]]) for r in rows[:50]])  # no padding at all
+        together = model(ds[rows])[:50]  # padded to the longest sequence
+        bucketed = torch.zeros(len(ds), together.shape[1])
+        for batch in objects["datamodule"].test_dataloader():
+            bucketed[batch[INDEX]] = model(batch)
+    torch.testing.assert_close(alone, together, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(bucketed[:50], together, atol=1e-5, rtol=1e-5)
+
+
+def _cli(tmp_path, *args):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), f"hydra.run.dir={run_dir}", "logger=csv", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    return proc, run_dir
+
+
+def _write_log(path, **columns):
+    base = {"user_id": ["a", "a", "b"], "timestamp": ["2020-01-01", "2020-03-01", "2020-02-01"]}
+    base.update(columns)
+    pd.DataFrame(base).to_csv(path, index=False)
+    return path
+
+
+BAD_INPUTS = {
+    "missing_file": (lambda p: p / "nope.csv", "file not found"),
+    "missing_column": (lambda p: _write_log(p / "log.csv", amount=[1, 2, 3]), "missing from the file"),
+    "bad_timestamp": (lambda p: _write_log(p / "log.csv", timestamp=["2020-01-01", "soon", "2020-02-01"]), "unparsable timestamp"),
+    "negative_amount": (lambda p: _write_log(p / "log.csv", amount=[1, -1, 2]), "negative amount"),
+    "null_user": (lambda p: _write_log(p / "log.csv", user_id=["a", None, "b"]), "null user_id"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, case):
+    make_path, message = BAD_INPUTS[case]
+    path = make_path(tmp_path)
+    extra = ["data.columns.timestamp=InvoiceDate"] if case == "missing_column" else []
+    proc, run_dir = _cli(tmp_path, "data=events", f"data.path={path}", *extra)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and message in lines[-1], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("data.test_cutoff=2030-01-01", "outside the data"), ("data.test_cutoff=1997-03-01", "no month-end training cutoff")],
+)
+def test_bad_cutoff_exits_2(tmp_path, override, message):
+    proc, run_dir = _cli(tmp_path, "data=cdnow", "data.train_cutoffs=null", override)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not run_dir.exists()
