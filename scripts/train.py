@@ -7,16 +7,13 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import sys
-from pathlib import Path
 
 import hydra
 import numpy as np
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from seqchurn.errors import DataError
+from _cli import exit_on_bad_input
 from seqchurn.metrics import log_loss, lift_at, oracle_ratio
 from sklearn.metrics import roc_auc_score
 
@@ -83,23 +80,12 @@ def _print_summary(metrics: dict, ckpt: str) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@exit_on_bad_input(lambda cfg: cfg.paths.output_dir)
 def main(cfg: DictConfig) -> float | None:
-    try:
-        metrics, objects = train(cfg)
-    except DataError as err:
-        _discard_empty_run(Path(cfg.paths.output_dir))
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    metrics, objects = train(cfg)
     _print_summary(metrics, objects["best_ckpt"])
     value = metrics.get(cfg.get("optimized_metric") or "")
     return None if value is None or np.isnan(value) else value
-
-
-def _discard_empty_run(run_dir: Path) -> None:
-    """Bad input: leave no run folder behind when nothing but Hydra's own files was written."""
-    written = [p for p in run_dir.glob("*") if p.name not in (".hydra", "train.log")] if run_dir.exists() else []
-    if run_dir.exists() and not written:
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -159,6 +159,7 @@ class ChurnDataModule(pl.LightningDataModule):
             "test_cutoff": to_date(self.test_cutoff),
             "train_cutoffs": [to_date(c) for c in self.train_cutoffs],
             "merge_same_day": bool(hp.merge_same_day),
+            "input_columns": list(self.report.get("input_columns", [])),
         }
 
     def describe(self) -> str:

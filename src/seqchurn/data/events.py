@@ -118,7 +118,8 @@ def clean_events(
         )
     if len(frame) == 0:
         raise DataError("the event log has no rows")
-    report = {"rows_read": int(len(frame))}
+    # optional columns the data really has: a model trained with them needs them at prediction
+    report = {"rows_read": int(len(frame)), "input_columns": [c for c in CONTRACT_COLUMNS[2:] if c in frame.columns]}
 
     user = frame["user_id"]
     ts_raw = frame["timestamp"]

@@ -15,7 +15,7 @@ from seqchurn.models.common import EventInputEmbedding, UserFeatures
 class TimeEncoding(nn.Module):
     """Learned-frequency sinusoids of a continuous time value: (B, T) -> (B, T, d_model)."""
 
-    def __init__(self, d_model: int, n_freq: int = 16, max_freq: float = 30.0) -> None:
+    def __init__(self, d_model: int, n_freq: int = 16, max_freq: float = 3.0) -> None:
         super().__init__()
         # geometric init spans slow trends to fine detail of the standardized log-days channel
         self.freq = nn.Parameter(torch.logspace(-1, math.log10(max_freq), n_freq))
@@ -53,6 +53,7 @@ class TransformerEncoder(nn.Module):
         use_summary: bool = True,
         static_dim: int = 4,
         index_position: bool = False,
+        time_max_freq: float = 3.0,
     ) -> None:
         super().__init__()
         if pooling not in ("mean", "cls"):
@@ -63,7 +64,7 @@ class TransformerEncoder(nn.Module):
             )
         self.pooling, self.index_position, self.d_model = pooling, index_position, d_model
         self.embed = EventInputEmbedding(n_event_types, n_numeric, d_model)
-        self.time = TimeEncoding(d_model)
+        self.time = TimeEncoding(d_model, max_freq=time_max_freq)
         self.cls = nn.Parameter(torch.randn(1, 1, d_model) * 0.02) if pooling == "cls" else None
         self.input_dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(
