@@ -122,3 +122,16 @@ def test_bad_cutoff_exits_2(tmp_path, override, message):
     proc, run_dir = _cli(tmp_path, "data=cdnow", "data.train_cutoffs=null", override)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not run_dir.exists()
+
+
+def test_sweep_runs_each_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = [
+        sys.executable, str(ROOT / "scripts" / "train.py"), "-m", "model=logistic,lstm", "data=synthetic",
+        "data.synthetic.n_users=300", "debug=fdr", "logger=csv", f"hydra.sweep.dir={sweep}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert len(jobs) == 2 and "model=logistic" in jobs[0] and "model=lstm" in jobs[1]
+    assert all((sweep / j / "checkpoints").is_dir() for j in jobs)
