@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import hydra
 import numpy as np
@@ -42,14 +43,19 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    started = time.perf_counter()
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - started
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
     if cfg.get("test", True):
+        started = time.perf_counter()
         trainer.test(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False)
+        metrics["time/test_s"] = time.perf_counter() - started
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         metrics.update(_report_metrics(trainer.lightning_module, datamodule))
+    metrics["time/fit_s"] = fit_seconds
     objects = {"datamodule": datamodule, "model": trainer.lightning_module, "trainer": trainer, "best_ckpt": ckpt}
     return metrics, objects
 

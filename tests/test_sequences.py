@@ -129,3 +129,12 @@ def test_loader_batches_reassemble_the_dataset():
     for row, numeric in seen.items():
         n = int(full[MASK][row].sum())
         torch.testing.assert_close(numeric, full[NUMERIC][row, :n])
+
+
+def test_balanced_sampler_draws_each_class_equally():
+    labels = np.r_[np.ones(900), np.zeros(100)]
+    lengths = np.random.default_rng(1).integers(1, 30, 1000)
+    sampler = BucketBatchSampler(lengths, 50, shuffle=True, seed=0, balance_labels=labels)
+    rows = np.concatenate(list(sampler))
+    assert len(rows) == 1000
+    assert abs(labels[rows].mean() - 0.5) < 0.06  # 0.9 without balancing

@@ -55,6 +55,7 @@ class ChurnDataModule(pl.LightningDataModule):
         batch_size: int = 256,
         eval_batch_size: int = 1024,
         num_workers: int = 0,
+        balanced_sampling: bool = False,
         seed: int = 0,
         synthetic: Mapping | None = None,
     ):
@@ -176,7 +177,10 @@ class ChurnDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> object:
         hp = self.hparams
         size = hp.batch_size if shuffle else hp.eval_batch_size
-        return make_loader(self.datasets[split], size, shuffle=shuffle, seed=hp.seed, num_workers=hp.num_workers)
+        balanced = bool(hp.balanced_sampling) and split == "train"
+        return make_loader(
+            self.datasets[split], size, shuffle=shuffle, seed=hp.seed, num_workers=hp.num_workers, balanced=balanced
+        )
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

@@ -195,11 +195,27 @@ class BucketBatchSampler(Sampler):
 
     Shuffling permutes rows, sorts each pool of `pool_batches` batches by length, cuts
     batches and shuffles their order. Without shuffling, batches follow length order.
-    Under DDP each rank takes every world_size-th batch.
+    With `balance_labels` (training only) each epoch draws as many rows with replacement,
+    each class equally likely, instead of a permutation. Under DDP each rank takes every
+    world_size-th batch.
     """
 
-    def __init__(self, lengths, batch_size: int, shuffle: bool = False, seed: int = 0, pool_batches: int = 50):
+    def __init__(
+        self,
+        lengths,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        pool_batches: int = 50,
+        balance_labels: np.ndarray | None = None,
+    ):
         self.lengths = np.asarray(lengths)
+        self.weights = None
+        if balance_labels is not None:
+            labels = np.asarray(balance_labels)
+            _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+            self.weights = 1.0 / counts[inverse]
+            self.weights /= self.weights.sum()
         self.batch_size, self.shuffle, self.seed, self.pool = batch_size, shuffle, seed, pool_batches
         self.epoch = 0
 
@@ -212,7 +228,7 @@ class BucketBatchSampler(Sampler):
             order = np.argsort(self.lengths, kind="stable")
             return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         rng = np.random.default_rng([self.seed, self.epoch])
-        perm = rng.permutation(n)
+        perm = rng.permutation(n) if self.weights is None else rng.choice(n, size=n, p=self.weights)
         pool = self.batch_size * self.pool
         batches = []
         for i in range(0, n, pool):
@@ -234,9 +250,17 @@ class BucketBatchSampler(Sampler):
         return len(self._shard(self._batches()))
 
 
-def make_loader(dataset: SnapshotDataset, batch_size: int, shuffle: bool = False, seed: int = 0, num_workers: int = 0) -> DataLoader:
-    """A DataLoader whose items are whole padded batches drawn by length bucket."""
-    sampler = BucketBatchSampler(dataset.lengths, batch_size, shuffle=shuffle, seed=seed)
+def make_loader(
+    dataset: SnapshotDataset,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    balanced: bool = False,
+) -> DataLoader:
+    """A DataLoader whose items are whole padded batches drawn by length bucket (class-balanced on request)."""
+    labels = dataset.labels[Y].numpy() if balanced else None
+    sampler = BucketBatchSampler(dataset.lengths, batch_size, shuffle=shuffle, seed=seed, balance_labels=labels)
     return DataLoader(
         dataset, sampler=sampler, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0
     )
