@@ -7,15 +7,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 
 import hydra
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from _cli import exit_on_bad_input
+from seqchurn.data.sequences import Y
 from seqchurn.metrics import log_loss, lift_at, oracle_ratio
+from seqchurn.models.heads import p_churn
+from seqchurn.retention.tiers import fit_tiers
 from sklearn.metrics import roc_auc_score
 
 log = logging.getLogger("seqchurn.train")
@@ -56,8 +62,37 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         metrics.update(_report_metrics(trainer.lightning_module, datamodule))
     metrics["time/fit_s"] = fit_seconds
+    if cfg.get("retention") is not None and cfg.get("train", True):
+        _fit_tiers(trainer.lightning_module, datamodule, cfg.retention.tiers, ckpt)
     objects = {"datamodule": datamodule, "model": trainer.lightning_module, "trainer": trainer, "best_ckpt": ckpt}
     return metrics, objects
+
+
+@torch.no_grad()
+def _fit_tiers(model, datamodule, tier_cfg, ckpt: str) -> None:
+    """Risk tiers from the validation predictions of the best model, stored with it (DESIGN section 7).
+
+    Validation snapshots lie inside the training window, so no test-period data sets a threshold.
+    """
+    model.eval()
+    p, y = [], []
+    for batch in datamodule.val_dataloader():
+        batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        p.append(p_churn(model(batch)).cpu())
+        y.append(batch[Y].cpu())
+    tiers = fit_tiers(torch.cat(p).numpy(), torch.cat(y).numpy(), **tier_cfg)
+    model.preprocessing = {**(model.preprocessing or {}), "tiers": tiers}
+    log.info(
+        "risk tiers on validation: %s; cost threshold %.3f",
+        ", ".join(f"{t['name']} p>={t['min_p']:.3f} precision {t['precision']:.2f}" for t in tiers["tiers"]),
+        tiers["cost_threshold"],
+    )
+    if ckpt and Path(ckpt).is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state["preprocessing"] = model.preprocessing
+        tmp = Path(ckpt).with_name(f".{Path(ckpt).name}.tmp-{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, ckpt)
 
 
 def _report_metrics(model, datamodule) -> dict:

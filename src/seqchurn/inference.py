@@ -1,0 +1,316 @@
+"""Checkpoint -> per-user predictions at a cutoff (DESIGN section 6); no Hydra.
+
+`load_model` reads a checkpoint and its preprocessing state; `score_events` turns the
+cleaned events of some users into the prediction columns; `predict_log` streams a whole
+log through both in chunks of users and writes the output file atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm.auto import tqdm
+
+from seqchurn.data.events import clean_events
+from seqchurn.data.features import EventIndex, summary_features
+from seqchurn.data.labels import activity_mask, make_snapshots, to_date, to_day
+from seqchurn.data.sequences import INDEX, Preprocessor, make_loader
+from seqchurn.data.stream import iter_user_chunks, total_rows
+from seqchurn.errors import DataError
+from seqchurn.explain import explain_batch
+from seqchurn.models.heads import survival_curve, tau_median, tau_restricted_mean
+from seqchurn.module import ChurnModule
+from seqchurn.retention.segments import SEGMENT_INPUTS, assign_segments
+from seqchurn.retention.tiers import assign_tiers
+
+log = logging.getLogger(__name__)
+
+SURVIVAL_DAYS = (30, 90, 180, 365)
+RFM_COLUMNS = ("recency_days", "frequency_days", "monetary_mean")
+
+
+def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> ChurnModule:
+    """A trained ChurnModule in eval mode with its preprocessing state; DataError if unusable."""
+    path = Path(str(ckpt_path))
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} not found")
+    try:
+        model = ChurnModule.load_from_checkpoint(path, map_location=device, weights_only=False)
+    except Exception as err:  # a corrupt file or another project's checkpoint: one line, exit 2
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"cannot load checkpoint {path}: {first}") from err
+    if not model.preprocessing or "preprocessor" not in model.preprocessing:
+        raise DataError(f"checkpoint {path} has no preprocessing state; train it with scripts/train.py")
+    return model.eval()
+
+
+def resolve_device(accelerator: str | None) -> torch.device:
+    """'cpu' | 'gpu' | 'cuda' | 'auto' -> a torch device; asking for a GPU without one is a bad input."""
+    accelerator = (accelerator or "auto").lower()
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise DataError("trainer.accelerator=gpu but no CUDA device is available")
+        return torch.device("cuda")
+    if accelerator == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if accelerator == "cpu":
+        return torch.device("cpu")
+    raise DataError(f"unknown trainer.accelerator {accelerator!r}: use cpu, gpu or auto")
+
+
+def check_columns(state: Mapping, present: set[str]) -> None:
+    """Refuse data that lacks an optional column the model was trained with."""
+    missing = [c for c in state.get("input_columns", []) if c not in present]
+    if missing:
+        raise DataError(f"the model was trained with column(s) {missing} that the data lacks; it has {sorted(present)}")
+
+
+def prediction_columns(logits: torch.Tensor, edges: list[int], cutoff: np.ndarray) -> dict[str, np.ndarray]:
+    """Hazard logits (B, K-1) -> p_churn, s_d, tau_median_days, tau_mean_days, expected_churn_date."""
+    out = {"p_churn": torch.sigmoid(logits[:, 0]).double().cpu().numpy()}
+    surv = survival_curve(logits, edges, SURVIVAL_DAYS).double().cpu().numpy()  # (B, D), NaN past the edge
+    for j, d in enumerate(SURVIVAL_DAYS):
+        out[f"s_{d}"] = surv[:, j]
+    if len(edges) > 1:
+        median = tau_median(logits, edges).double().cpu().numpy()
+        mean = tau_restricted_mean(logits, edges).double().cpu().numpy()
+    else:  # no bin beyond the churn bin: the model gives p_churn only
+        median = mean = np.full(len(logits), np.nan)
+    out["tau_median_days"] = median
+    out["tau_mean_days"] = mean
+    days = np.where(np.isnan(median), np.nan, cutoff + np.floor(np.nan_to_num(median)))
+    out["expected_churn_date"] = pd.to_datetime(days, unit="D").to_numpy()  # NaT where the median is empty
+    return out
+
+
+def expected_value_12m(rfm: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    """Value expected in the next 12 months if the customer stays: mean order value x order rate.
+
+    The order rate is the number of activity days over the user's tenure, with the tenure
+    taken as at least H days, so one first order does not read as an order a day.
+    """
+    rate_per_day = rfm["frequency_days"].to_numpy() / np.maximum(rfm["tenure_days"].to_numpy(), horizon_days)
+    return rfm["monetary_mean"].to_numpy() * rate_per_day * 365.0
+
+
+EXPLAIN_METHODS = ("ig", "grad_x_input")
+
+
+def explainer(method: str | None, n_steps: int = 32) -> Callable | None:
+    """The per-batch reasons function for `Scorer`: integrated gradients or gradient x input.
+
+    Logistic models always get their exact coefficient x feature reasons; the method used
+    goes to the `explain_method` column.
+    """
+    if method is None:
+        return None
+    if method not in EXPLAIN_METHODS:
+        raise DataError(f"unknown explain method {method!r}: use {', '.join(EXPLAIN_METHODS)} or none")
+
+    def reasons(model, batch, preprocessor) -> tuple[list[str], str]:
+        result = explain_batch(model, batch, preprocessor, method=method, n_steps=n_steps)
+        return result.reasons, result.method
+
+    return reasons
+
+
+@dataclass
+class Scorer:
+    """A loaded model with what scoring needs; `explain(model, batch, preprocessor)` adds reasons."""
+
+    model: ChurnModule
+    device: torch.device = torch.device("cpu")
+    batch_size: int = 4096
+    explain: Callable | None = None
+    preprocessor: Preprocessor = field(init=False)
+
+    def __post_init__(self) -> None:
+        state = self.model.preprocessing
+        self.preprocessor = Preprocessor.from_state_dict(state["preprocessor"])
+        self.edges = [int(e) for e in state["bin_edges"]]
+        self.horizon = int(state["horizon_days"])
+        self.model.to(self.device).eval()
+        if len(self.edges) == 1:
+            warnings.warn("the model has no time-to-churn bins: only p_churn is predicted", stacklevel=2)
+
+    def score(self, events: pd.DataFrame, cutoff: int, users: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Cleaned events of whole users -> one row per user eligible at `cutoff` (may be empty)."""
+        pre = self.preprocessor
+        activity = activity_mask(events, pre.activity_event_types) if len(events) else np.zeros(0, bool)
+        if not activity.any():
+            return pd.DataFrame()
+        snaps = make_snapshots(events, [cutoff], self.horizon, None, self.edges, pre.activity_event_types)
+        if len(snaps) == 0:
+            return pd.DataFrame()
+        index = EventIndex(events, activity)
+        dataset = pre.transform(index, snaps, users)
+        logits = torch.empty(len(snaps), len(self.edges), dtype=torch.float32)
+        reasons = np.empty(len(snaps), dtype=object)
+        method = None
+        for batch in make_loader(dataset, self.batch_size):
+            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            rows = batch[INDEX].cpu()
+            with torch.inference_mode():
+                logits[rows] = self.model(batch).float().cpu()
+            if self.explain is not None:
+                reasons[rows.numpy()], method = self.explain(self.model, batch, pre)
+        codes = index.user_codes(snaps["user_id"].to_numpy(dtype=object))
+        rfm = summary_features(index, codes, snaps["cutoff"].to_numpy(np.int64), [])
+        out = pd.DataFrame({"user_id": snaps["user_id"].to_numpy(dtype=object)})
+        out["cutoff"] = pd.to_datetime(snaps["cutoff"].to_numpy(), unit="D")
+        for name, values in prediction_columns(logits, self.edges, snaps["cutoff"].to_numpy()).items():
+            out[name] = values
+        out["value_at_risk"] = out["p_churn"].to_numpy() * expected_value_12m(rfm, self.horizon)
+        for col in (*RFM_COLUMNS, "tenure_days"):
+            out[col] = rfm[col].to_numpy()
+        if self.explain is not None:
+            out["top_reasons"] = reasons
+            out["explain_method"] = method
+        return out
+
+
+def iter_scored_chunks(
+    scorer: Scorer,
+    source: str,
+    path: str | None,
+    cutoff: int,
+    columns: Mapping[str, str] | None = None,
+    users: pd.DataFrame | None = None,
+    merge_same_day: bool | None = None,
+    on_bad_rows: str = "raise",
+    chunk_rows: int = 150_000,
+    stream: str | bool = "auto",
+    progress: bool = True,
+) -> Iterator[pd.DataFrame]:
+    """Stream the log in chunks of whole users and yield each chunk's predictions."""
+    state = scorer.model.preprocessing
+    merge = state.get("merge_same_day", False) if merge_same_day is None else merge_same_day
+    total = total_rows(path) if source == "events" and path is not None and Path(path).exists() else None
+    bar = tqdm(total=total, unit="rows", desc="predict", disable=not progress)
+    first_day, last_day = None, None
+    for chunk in iter_user_chunks(source, path, columns, chunk_rows, stream):
+        check_columns(state, set(chunk.frame.columns))
+        events, _ = clean_events(chunk.frame, on_bad_rows, merge, header_lines=chunk.first_line - 1)
+        lo, hi = int(events["day"].min()), int(events["day"].max())
+        first_day = lo if first_day is None else min(first_day, lo)
+        last_day = hi if last_day is None else max(last_day, hi)
+        bar.update(len(chunk.frame))
+        scored = scorer.score(events, cutoff, users)
+        if len(scored):
+            yield scored
+    bar.close()
+    if first_day is not None and not first_day <= cutoff <= last_day:
+        raise DataError(f"cutoff {to_date(cutoff)} is outside the data ({to_date(first_day)} .. {to_date(last_day)})")
+
+
+def write_predictions(
+    frames: Iterator[pd.DataFrame],
+    output: str | Path,
+    annotate: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    annotate_inputs: tuple[str, ...] = (),
+    batch_rows: int = 65_536,
+) -> int:
+    """Write frames to `output` (Parquet, or CSV for .csv) through temp names; rename when complete.
+
+    Frames are written as they come, so memory stays bounded. `annotate` gets the
+    `annotate_inputs` columns of all rows at once (a few numbers per user) and returns columns
+    that need the whole population (segments, clusters); a second pass adds them.
+    Returns the number of rows written.
+    """
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    first = output.with_name(f".{output.name}.part-{os.getpid()}")
+    final = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    n, inputs, writer = 0, [], None
+    try:
+        for frame in frames:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(first, table.schema)
+            writer.write_table(table.cast(writer.schema))
+            if annotate is not None:
+                inputs.append(frame[list(annotate_inputs)])
+            n += len(frame)
+        if writer is not None:
+            writer.close()
+        if n == 0:
+            raise DataError("no eligible user at the cutoff: nobody has activity on or before it")
+        extra = annotate(pd.concat(inputs, ignore_index=True)) if annotate is not None else None
+        inputs = []
+        if extra is None and output.suffix.lower() != ".csv":
+            os.replace(first, output)
+            return n
+        _second_pass(first, final, extra, csv=output.suffix.lower() == ".csv", batch_rows=batch_rows)
+        os.replace(final, output)
+    finally:
+        if writer is not None:
+            writer.close()
+        for tmp in (first, final):
+            if tmp.exists():
+                tmp.unlink()
+    return n
+
+
+def _second_pass(src: Path, dst: Path, extra: pd.DataFrame | None, csv: bool, batch_rows: int) -> None:
+    offset, writer = 0, None
+    for batch in pq.ParquetFile(src).iter_batches(batch_size=batch_rows):
+        frame = batch.to_pandas()
+        if extra is not None:
+            part = extra.iloc[offset : offset + len(frame)].reset_index(drop=True)
+            frame = pd.concat([frame, part], axis=1)
+        offset += len(frame)
+        if csv:
+            frame.to_csv(dst, index=False, mode="a" if offset > len(frame) else "w", header=offset == len(frame))
+            continue
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if writer is None:
+            writer = pq.ParquetWriter(dst, table.schema)
+        writer.write_table(table.cast(writer.schema))
+    if writer is not None:
+        writer.close()
+
+
+def predict_log(
+    ckpt_path: str | Path,
+    source: str,
+    path: str | None,
+    output: str | Path,
+    cutoff: int | None = None,
+    columns: Mapping[str, str] | None = None,
+    users: pd.DataFrame | None = None,
+    on_bad_rows: str = "raise",
+    batch_size: int = 4096,
+    chunk_rows: int = 150_000,
+    stream: str | bool = "auto",
+    explain: str | None = "grad_x_input",
+    explain_steps: int = 32,
+    accelerator: str | None = "auto",
+    progress: bool = True,
+) -> dict:
+    """Checkpoint + raw event log -> the prediction file of DESIGN section 6, written atomically.
+
+    Returns a small summary: rows written, the output path and the cutoff.
+    """
+    device = resolve_device(accelerator)
+    model = load_model(ckpt_path, device)
+    state = model.preprocessing
+    cutoff = to_day(state["test_cutoff"]) if cutoff is None else int(cutoff)
+    scorer = Scorer(model, device, batch_size, explainer(explain, explain_steps))
+    tiers = state.get("tiers")
+    chunks = iter_scored_chunks(
+        scorer, source, path, cutoff, columns, users, None, on_bad_rows, chunk_rows, stream, progress
+    )
+    if tiers:
+        chunks = (c.assign(risk_tier=assign_tiers(c["p_churn"].to_numpy(), tiers)) for c in chunks)
+    rows = write_predictions(chunks, output, annotate=assign_segments, annotate_inputs=SEGMENT_INPUTS)
+    return {"rows": rows, "output": str(output), "cutoff": to_date(cutoff)}
