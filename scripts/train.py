@@ -18,10 +18,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from _cli import exit_on_bad_input
-from seqchurn.data.sequences import Y
+from seqchurn.data.sequences import INDEX
 from seqchurn.metrics import log_loss, lift_at, oracle_ratio
-from seqchurn.models.heads import p_churn
+from seqchurn.models.heads import p_churn, survival_at_edges, tau_restricted_mean
 from seqchurn.retention.tiers import fit_tiers
+from seqchurn.survival_check import plot_survival_check, survival_check
 from sklearn.metrics import roc_auc_score
 
 log = logging.getLogger("seqchurn.train")
@@ -63,24 +64,36 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         metrics.update(_report_metrics(trainer.lightning_module, datamodule))
     metrics["time/fit_s"] = fit_seconds
     if cfg.get("retention") is not None and cfg.get("train", True):
-        _fit_tiers(trainer.lightning_module, datamodule, cfg.retention.tiers, ckpt)
+        metrics.update(_after_fit(trainer.lightning_module, datamodule, cfg, ckpt))
     objects = {"datamodule": datamodule, "model": trainer.lightning_module, "trainer": trainer, "best_ckpt": ckpt}
     return metrics, objects
 
 
 @torch.no_grad()
-def _fit_tiers(model, datamodule, tier_cfg, ckpt: str) -> None:
-    """Risk tiers from the validation predictions of the best model, stored with it (DESIGN section 7).
-
-    Validation snapshots lie inside the training window, so no test-period data sets a threshold.
-    """
+def _validation_logits(model, datamodule) -> np.ndarray:
+    """Hazard logits of the best model for the validation snapshots, in their row order."""
     model.eval()
-    p, y = [], []
+    logits, index = [], []
     for batch in datamodule.val_dataloader():
         batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        p.append(p_churn(model(batch)).cpu())
-        y.append(batch[Y].cpu())
-    tiers = fit_tiers(torch.cat(p).numpy(), torch.cat(y).numpy(), **tier_cfg)
+        logits.append(model(batch).float().cpu())
+        index.append(batch[INDEX].cpu())
+    order = torch.argsort(torch.cat(index))
+    return torch.cat(logits)[order]
+
+
+def _after_fit(model, datamodule, cfg: DictConfig, ckpt: str) -> dict:
+    """Tiers and the time-to-churn check from validation snapshots, inside the training window.
+
+    The tiers (DESIGN section 7) go into the checkpoint, so predict needs nothing else; the
+    check writes survival_check.csv/.png next to the checkpoints.
+    """
+    if ckpt and Path(ckpt).is_file():  # the best epoch, also when test=false left the last one loaded
+        model.load_state_dict(torch.load(ckpt, map_location=model.device, weights_only=False)["state_dict"])
+    logits = _validation_logits(model, datamodule)
+    val = datamodule.snapshots["val"]
+    p = p_churn(logits).numpy()
+    tiers = fit_tiers(p, val["y"].to_numpy(), **cfg.retention.tiers)
     model.preprocessing = {**(model.preprocessing or {}), "tiers": tiers}
     log.info(
         "risk tiers on validation: %s; cost threshold %.3f",
@@ -93,6 +106,23 @@ def _fit_tiers(model, datamodule, tier_cfg, ckpt: str) -> None:
         tmp = Path(ckpt).with_name(f".{Path(ckpt).name}.tmp-{os.getpid()}")
         torch.save(state, tmp)
         os.replace(tmp, ckpt)
+
+    edges = datamodule.bin_edges
+    if len(edges) < 2:
+        return {}
+    surv = survival_at_edges(logits).numpy()
+    tau_mean = tau_restricted_mean(logits, edges).numpy()
+    table, summary = survival_check(surv, tau_mean, p, val, edges, datamodule.test_cutoff, datamodule.hparams.horizon_days)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "survival_check.csv", index=False)
+    plot_survival_check(table, out_dir / "survival_check.png")
+    out = {"val/km_share_inside": summary["share_inside"], "val/cindex_tau_mean": summary["cindex_tau_mean"]}
+    log.info("time to churn on validation: %.0f%% of decile x edge points inside the Kaplan-Meier band; "
+             "C-index of tau_mean %.4f", 100 * out["val/km_share_inside"], out["val/cindex_tau_mean"])
+    for lg in model.loggers:
+        lg.log_metrics(out)
+    return out
 
 
 def _report_metrics(model, datamodule) -> dict:

@@ -210,3 +210,24 @@ def test_cli_evaluates_and_exits_2_on_bad_input(campaign_files, tmp_path):
     missing = _cli(tmp_path, "plan=nope.parquet", "events.source=events", f"events.path={d / 'log.csv'}", f"output={tmp_path / 'm.csv'}")
     assert missing.returncode == 2 and missing.stderr.startswith("error: ") and not (tmp_path / "m.csv").exists()
     assert not (tmp_path / "run").exists()
+
+
+def test_simulate_campaign_cli_writes_both_logs_and_refuses_a_bad_plan(tmp_path):
+    script = str(ROOT / "scripts" / "simulate_campaign.py")
+    run = lambda *a: subprocess.run([sys.executable, script, *a, "--n-users", "300"], capture_output=True, text=True, timeout=120)
+    proc = run("history", "--out", str(tmp_path / "history.csv"))
+    assert proc.returncode == 0, proc.stderr
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert pd.to_datetime(history["timestamp"]).max() < pd.Timestamp("2021-04-01")
+    users = history["user_id"].astype(str).unique()
+    plan = pd.DataFrame({"user_id": users, "planned_action": "coupon",
+                         "group": np.where(np.arange(len(users)) % 2 == 0, "treated", "control")})
+    plan.to_csv(tmp_path / "plan.csv", index=False)
+    proc = run("outcome", "--plan", str(tmp_path / "plan.csv"), "--out", str(tmp_path / "after.csv"))
+    assert proc.returncode == 0 and "true effect on the 150 treated" in proc.stdout, proc.stderr
+    after = pd.read_csv(tmp_path / "after.csv")
+    assert pd.to_datetime(after["timestamp"]).max() > pd.Timestamp("2021-04-01") and len(after) > len(history)
+
+    plan.drop(columns=["group"]).to_csv(tmp_path / "bad.csv", index=False)
+    proc = run("outcome", "--plan", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "x.csv"))
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and not (tmp_path / "x.csv").exists()

@@ -27,7 +27,8 @@ def trained(tmp_path_factory):
     cfg = compose_cfg(
         ["model=lstm", "data=synthetic", "data.synthetic.n_users=400", "trainer.max_epochs=1", "logger=csv"], out
     )
-    _, objects = train(cfg)
+    metrics, objects = train(cfg)
+    assert (out / "survival_check.csv").exists() and 0 <= metrics["val/km_share_inside"] <= 1
     dm = objects["datamodule"]
     log = out / "events.csv"
     dm.events[["user_id", "timestamp", "event_type", "amount", "quantity"]].to_csv(log, index=False)
