@@ -66,11 +66,14 @@ def run_predict(ckpt: Path, log: Path, out_dir: Path, device: str, explain: str)
         f"trainer.accelerator={device}", f"explain={explain}", f"hydra.run.dir={out_dir}",
     ]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"predict failed: {proc.stderr.read().decode()[-2000:]}")
+    with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty child cannot block on it
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"predict failed: {err.read().decode()[-2000:]}")
     rows = pq.ParquetFile(out_dir / "pred.parquet").metadata.num_rows
     return {"peak_rss_mb": usage.ru_maxrss / 1024, "seconds": seconds, "rows": rows}
 
