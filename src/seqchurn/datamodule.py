@@ -21,6 +21,7 @@ from seqchurn.data.labels import (
     to_day,
 )
 from seqchurn.data.sequences import Preprocessor, SnapshotDataset, make_loader
+from seqchurn.data.sequence_process import SEQUENCE_PARAMS, sequence_oracle, simulate_sequence
 from seqchurn.data.synthetic import bgnbd_oracle, simulate_bgnbd
 from seqchurn.errors import DataError
 
@@ -75,6 +76,14 @@ class ChurnDataModule(pl.LightningDataModule):
             # Every simulated event is a purchase; its label becomes the event type the models see.
             labelled = simulated.assign(event_type=simulated.get("event_label", simulated["event_type"]))
             events, self.report = clean_events(labelled, merge_same_day=hp.merge_same_day)
+            return events
+        if hp.source == "synthetic_sequence":
+            params = dict(hp.synthetic or {})
+            simulated, _ = simulate_sequence(**params)
+            # The oracle must score with the parameters that generated the data.
+            oracle_params = {k: params[k] for k in (*SEQUENCE_PARAMS, "start") if k in params}
+            self._oracle_fn = lambda cutoff: sequence_oracle(simulated, cutoff, hp.horizon_days, **oracle_params)
+            events, self.report = clean_events(simulated, merge_same_day=hp.merge_same_day)
             return events
         events, self.report = load_events(
             hp.source, hp.path, hp.columns, on_bad_rows=hp.on_bad_rows, merge_same_day=hp.merge_same_day
@@ -140,7 +149,7 @@ class ChurnDataModule(pl.LightningDataModule):
         )
         self.datasets = {k: self.preprocessor.transform(index, v, users) for k, v in self.snapshots.items()}
         self.train_cutoffs, self.test_cutoff, self.obs_end = train_cutoffs, test_cutoff, obs_end
-        if hp.source == "synthetic":
+        if hp.source in ("synthetic", "synthetic_sequence"):
             oracle = self._oracle_fn(test_cutoff)[["user_id", "p_churn_oracle"]]
             self.oracle = self.snapshots["test"][["user_id"]].merge(oracle, on="user_id", how="left")
         self.events = events
