@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from seqchurn.data.labels import to_day
 from seqchurn.data.synthetic import simulate_bgnbd
 from seqchurn.data.treatment import EVENT_COLUMNS, observed_events, simulate_potential_outcomes, true_effect
 from seqchurn.errors import DataError
+from seqchurn.io import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,10 +38,7 @@ def _customers(n_users: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dic
 
 
 def _write_csv(frame: pd.DataFrame, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from _cli import exit_on_bad_input
 from seqchurn.data.sequences import INDEX
+from seqchurn.io import atomic_write
 from seqchurn.metrics import log_loss, lift_at, oracle_ratio
 from seqchurn.models.heads import p_churn, survival_at_edges, tau_restricted_mean
 from seqchurn.retention.tiers import fit_tiers
@@ -88,8 +88,9 @@ def _after_fit(model, datamodule, cfg: DictConfig, ckpt: str) -> dict:
     The tiers (DESIGN section 7) go into the checkpoint, so predict needs nothing else; the
     check writes survival_check.csv/.png next to the checkpoints.
     """
-    if ckpt and Path(ckpt).is_file():  # the best epoch, also when test=false left the last one loaded
-        model.load_state_dict(torch.load(ckpt, map_location=model.device, weights_only=False)["state_dict"])
+    state = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt and Path(ckpt).is_file() else None
+    if state is not None:  # the best epoch, also when test=false left the last one loaded
+        model.load_state_dict(state["state_dict"])
     logits = _validation_logits(model, datamodule)
     val = datamodule.snapshots["val"]
     p = p_churn(logits).numpy()
@@ -100,12 +101,9 @@ def _after_fit(model, datamodule, cfg: DictConfig, ckpt: str) -> dict:
         ", ".join(f"{t['name']} p>={t['min_p']:.3f} precision {t['precision']:.2f}" for t in tiers["tiers"]),
         tiers["cost_threshold"],
     )
-    if ckpt and Path(ckpt).is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if state is not None:
         state["preprocessing"] = model.preprocessing
-        tmp = Path(ckpt).with_name(f".{Path(ckpt).name}.tmp-{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, ckpt)
+        atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
 
     edges = datamodule.bin_edges
     if len(edges) < 2:

@@ -21,7 +21,6 @@ from seqchurn.retention.plan import (
     expected_profit,
     intervene_by,
     make_plan,
-    read_predictions,
     recommend,
     select_users,
     write_table,

@@ -11,8 +11,6 @@ they equal the reference metric on explicitly repeated rows (tested).
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -21,6 +19,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from seqchurn import metrics as M
+from seqchurn.io import atomic_write
 
 BOOT_METRICS = ("auroc", "brier", "ap_returners", "cindex")
 SCORE_COLUMNS = ("method", "auroc", "ap_churners", "ap_returners", "brier", "log_loss", "ece", "lift10", "cindex")
@@ -433,29 +432,6 @@ def paired_bootstrap(
 
 
 # -- plots -------------------------------------------------------------------------------------
-def _atomic(path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the target folder, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp makes the file private; keep the target's mode, or the usual one for a new file.
-        if path.exists():
-            mode = path.stat().st_mode & 0o777
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _figure(ncols: int = 1):
     # Figure without pyplot: the Agg canvas, and no global backend switch for the importing program.
     from matplotlib.figure import Figure
@@ -465,7 +441,7 @@ def _figure(ncols: int = 1):
 
 
 def _save(fig, path) -> None:
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
 def reliability_plot(y: np.ndarray, preds: Mapping[str, np.ndarray], path) -> None:
@@ -654,4 +630,4 @@ def replace_between_markers(path, begin: str, end: str, text: str) -> None:
         raise ValueError(f"{path}: end marker {end!r} comes before begin marker {begin!r}")
     body = text if text.endswith("\n") or not text else text + "\n"
     new = "".join(lines[: i + 1]) + body + "".join(lines[j:])
-    _atomic(path, lambda tmp: Path(tmp).write_text(new))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(new))

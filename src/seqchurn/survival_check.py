@@ -8,7 +8,6 @@ confidence band of that decile's realised tau. Kaplan-Meier (lifelines) handles 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +16,7 @@ import pandas as pd
 from lifelines import KaplanMeierFitter
 
 from seqchurn.data.labels import censor_edge, to_date
+from seqchurn.io import atomic_write
 from seqchurn.metrics import cindex
 
 
@@ -110,12 +110,10 @@ def survival_check(
 
 def plot_survival_check(table: pd.DataFrame, path: str | Path) -> None:
     """Predicted vs Kaplan-Meier P(tau > e), one point per (cutoff, decile, edge), with the KM band."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global backend switch for the caller
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = fig.subplots()
     for e, part in table.groupby("edge_days"):
         err = np.vstack([part["s_km"] - part["km_lo"], part["km_hi"] - part["s_km"]]).clip(min=0)
         ax.errorbar(part["s_pred"], part["s_km"], yerr=err, fmt="o", ms=3, alpha=0.6, label=f"P(tau > {e} d)")
@@ -123,9 +121,4 @@ def plot_survival_check(table: pd.DataFrame, path: str | Path) -> None:
     ax.set(xlabel="predicted, mean of decile", ylabel="Kaplan-Meier (95% band)",
            title=f"time to churn by risk decile: {table['inside'].mean():.0%} inside the band")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))

@@ -14,7 +14,6 @@ The pipeline (DESIGN section 7), each step a plain function on arrays or frames:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -24,6 +23,7 @@ import pandas as pd
 
 from seqchurn.data.events import clean_events, load_events, read_table, rename_columns
 from seqchurn.errors import DataError
+from seqchurn.io import atomic_write
 from seqchurn.retention.tiers import _tier_index, tier_cutpoints
 
 ACTION_KINDS = ("coupon", "recommendation", "care_contact")
@@ -408,18 +408,9 @@ def load_category_events(
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write Parquet (CSV when the name ends .csv) through a temp name, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        if path.suffix.lower() == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    if path.suffix.lower() == ".csv":
+        return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def curve_path(output: str | Path) -> Path:
@@ -447,12 +438,7 @@ def plot_profit_curve(curve: pd.DataFrame, path: str | Path) -> Path:
     ax.set_ylabel("cumulative expected profit")
     ax.legend(loc="best")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return path
