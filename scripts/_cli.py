@@ -13,7 +13,11 @@ from seqchurn.errors import DataError
 
 def discard_empty_run(run_dir: Path) -> None:
     """Leave no run folder behind when nothing but Hydra's own files was written."""
-    written = [p for p in run_dir.glob("*") if p.name not in (".hydra",) and not p.name.endswith(".log")] if run_dir.exists() else []
+    written = (
+        [p for p in run_dir.glob("*") if p.name not in (".hydra",) and not p.name.endswith(".log")]
+        if run_dir.exists()
+        else []
+    )
     if run_dir.exists() and not written:
         shutil.rmtree(run_dir, ignore_errors=True)
 

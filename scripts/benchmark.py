@@ -42,14 +42,18 @@ from seqchurn.evaluation import (
     score_table,
 )
 from seqchurn.fairness import derived_groups, fairness_report, largest_gaps
-from train import train
+from seqchurn.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("logistic", "lstm", "transformer")
 # Every model against each reference; logistic RFM and BG/NBD on every metric, the summary-feature
 # baselines (the sequence dataset's bar: per-type counts, LightGBM) on AUROC.
-REFERENCES = {"logistic_rfm": ("auroc", "brier", "cindex", "ap_returners"), "bgnbd": ("auroc", "brier", "cindex"),
-              "logreg_summary": ("auroc",), "lgbm_summary": ("auroc",)}
+REFERENCES = {
+    "logistic_rfm": ("auroc", "brier", "cindex", "ap_returners"),
+    "bgnbd": ("auroc", "brier", "cindex"),
+    "logreg_summary": ("auroc",),
+    "lgbm_summary": ("auroc",),
+}
 BEGIN, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 log = logging.getLogger("seqchurn.benchmark")
 
@@ -67,10 +71,16 @@ def datasets(quick: bool) -> list[dict]:
         },
     ]
     synthetic = [
-        {"name": "synthetic-bgnbd", "group": "synthetic-bgnbd",
-         "overrides": ["data=synthetic", f"data.synthetic.n_users={syn_users}"]},
-        {"name": "synthetic-sequence", "group": "synthetic-sequence",
-         "overrides": ["data=synthetic_sequence", f"data.synthetic.n_users={seq_users}"]},
+        {
+            "name": "synthetic-bgnbd",
+            "group": "synthetic-bgnbd",
+            "overrides": ["data=synthetic", f"data.synthetic.n_users={syn_users}"],
+        },
+        {
+            "name": "synthetic-sequence",
+            "group": "synthetic-sequence",
+            "overrides": ["data=synthetic_sequence", f"data.synthetic.n_users={seq_users}"],
+        },
     ]
     return (cdnow[:1] if quick else cdnow) + synthetic
 
@@ -94,7 +104,7 @@ def run_model(overrides: list[str], work: Path, quick: bool) -> tuple[dict, obje
     out = Path(tempfile.mkdtemp(dir=work))
     cfg = compose_cfg(overrides + extra, out)
     metrics, objects = train(cfg)
-    pred = objects["model"].test_predictions
+    pred = objects["test_predictions"]
     n = len(objects["datamodule"].snapshots["test"])
     p = np.full(n, np.nan)
     tau_mean = np.full(n, np.nan)
@@ -110,7 +120,9 @@ def run_baselines(dm, seed: int) -> dict[str, dict]:
     events, test = dm.events, dm.snapshots["test"]
     horizon, cutoff = int(dm.hparams.horizon_days), int(dm.test_cutoff)
     activity = dm.hparams.activity_event_types
-    known_users = pd.concat([dm.snapshots["train"]["user_id"], dm.snapshots["val"]["user_id"]]).unique()
+    known_users = pd.concat(
+        [dm.snapshots["train"]["user_id"], dm.snapshots["val"]["user_id"]]
+    ).unique()
     single = make_snapshots(events, [max(dm.train_cutoffs)], horizon, cutoff, [0], activity)
     single = single[single["user_id"].isin(known_users)].reset_index(drop=True)
     out: dict[str, dict] = {}
@@ -135,7 +147,9 @@ def run_baselines(dm, seed: int) -> dict[str, dict]:
 
     for kind in ("logreg", "rf", "lgbm", "lgbm_untuned"):
         started = time.perf_counter()
-        model = SummaryBaseline(kind=kind, activity_event_types=activity, horizon_days=horizon, seed=seed)
+        model = SummaryBaseline(
+            kind=kind, activity_event_types=activity, horizon_days=horizon, seed=seed
+        )
         model.fit(events, dm.snapshots["train"], dm.snapshots["val"], test_cutoff=cutoff)
         p = model.predict_proba(events, test)
         out[f"{kind}_summary"] = {"p": p, "later": -p, "seconds": time.perf_counter() - started}
@@ -157,15 +171,28 @@ def _ablations(quick: bool) -> list[tuple[str, list[str]]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small data, 1 seed, a temp folder, no README")
+    parser.add_argument(
+        "--quick", action="store_true", help="small data, 1 seed, a temp folder, no README"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--out", default=None, help="results folder (default results/, or a temp one with --quick)")
-    parser.add_argument("--draws", type=int, default=None, help="bootstrap draws (default 1000, 200 with --quick)")
-    parser.add_argument("--datasets", nargs="+", default=None, help="a subset of the datasets, by name")
+    parser.add_argument(
+        "--out", default=None, help="results folder (default results/, or a temp one with --quick)"
+    )
+    parser.add_argument(
+        "--draws", type=int, default=None, help="bootstrap draws (default 1000, 200 with --quick)"
+    )
+    parser.add_argument(
+        "--datasets", nargs="+", default=None, help="a subset of the datasets, by name"
+    )
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--no-ablations", action="store_true")
     args = parser.parse_args()
-    full = not args.quick and args.datasets is None and list(args.models) == list(MODELS) and not args.no_ablations
+    full = (
+        not args.quick
+        and args.datasets is None
+        and list(args.models) == list(MODELS)
+        and not args.no_ablations
+    )
     if full:  # fail now, not after the whole run
         replace_between_markers(ROOT / "README.md", BEGIN, END, _readme_section(ROOT / "README.md"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -173,24 +200,38 @@ def main() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     draws = args.draws or (200 if args.quick else 1000)
-    out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="seqchurn-bench-")) if args.quick else ROOT / "results")
+    out = (
+        Path(args.out)
+        if args.out
+        else (Path(tempfile.mkdtemp(prefix="seqchurn-bench-")) if args.quick else ROOT / "results")
+    )
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="seqchurn-runs-"))
     started = time.perf_counter()
 
     rows, scores, runs = [], {}, []
-    chosen = [d for d in datasets(args.quick) if args.datasets is None or d["name"] in args.datasets]
+    chosen = [
+        d for d in datasets(args.quick) if args.datasets is None or d["name"] in args.datasets
+    ]
     if not chosen:
-        parser.error(f"--datasets: none of {args.datasets} is among {[d['name'] for d in datasets(args.quick)]}")
+        parser.error(
+            f"--datasets: none of {args.datasets} is among {[d['name'] for d in datasets(args.quick)]}"
+        )
     for ds in chosen:
         preds: dict[str, list[dict]] = {}
         dm = None
         for model in args.models:
             for seed in seeds:
                 t0 = time.perf_counter()
-                pred, dm, metrics = run_model(ds["overrides"] + [f"model={model}", f"seed={seed}"], work, args.quick)
-                pred.update(seconds=time.perf_counter() - t0, fit_s=metrics.get("time/fit_s"), test_s=metrics.get("time/test_s"))
+                pred, dm, metrics = run_model(
+                    ds["overrides"] + [f"model={model}", f"seed={seed}"], work, args.quick
+                )
+                pred.update(
+                    seconds=time.perf_counter() - t0,
+                    fit_s=metrics.get("time/fit_s"),
+                    test_s=metrics.get("time/test_s"),
+                )
                 preds.setdefault(model, []).append(pred)
                 log.info("%s %s seed %d: %.0f s", ds["name"], model, seed, pred["seconds"])
         for name, pred in run_baselines(dm, seeds[0]).items():
@@ -204,16 +245,35 @@ def main() -> None:
             for i, pred in enumerate(seed_preds):
                 table = score_table(y, {method: pred["p"]}, tau, observed, {method: pred["later"]})
                 row = table.iloc[0].to_dict()
-                row.update(dataset=ds["name"], group=ds["group"], method=method, seed=seeds[i] if method in MODELS else None,
-                           seconds=pred["seconds"], fit_s=pred.get("fit_s"), test_s=pred.get("test_s"))
+                row.update(
+                    dataset=ds["name"],
+                    group=ds["group"],
+                    method=method,
+                    seed=seeds[i] if method in MODELS else None,
+                    seconds=pred["seconds"],
+                    fit_s=pred.get("fit_s"),
+                    test_s=pred.get("test_s"),
+                )
                 rows.append(row)
-        scores[ds["name"]] = {"group": ds["group"], "y": y, "tau": tau, "observed": observed,
-                              "users": test["user_id"].to_numpy(dtype=object), "preds": preds}
+        scores[ds["name"]] = {
+            "group": ds["group"],
+            "y": y,
+            "tau": tau,
+            "observed": observed,
+            "users": test["user_id"].to_numpy(dtype=object),
+            "preds": preds,
+        }
         firsts = {m: v[0]["p"] for m, v in preds.items()}
         reliability_plot(y, firsts, plots / f"reliability_{ds['name']}.png")
         roc_pr_plots(y, firsts, str(plots / f"{ds['name']}"))
-        runs.append({"dataset": ds["name"], "n_test": int(len(y)), "churn_rate": float(y.mean()),
-                     "test_cutoff": to_date(int(dm.test_cutoff))})
+        runs.append(
+            {
+                "dataset": ds["name"],
+                "n_test": int(len(y)),
+                "churn_rate": float(y.mean()),
+                "test_cutoff": to_date(int(dm.test_cutoff)),
+            }
+        )
 
     results = pd.DataFrame(rows)
     _add_oracle_ratio(results)
@@ -226,9 +286,21 @@ def main() -> None:
     boot.to_csv(out / "bootstrap.csv", index=False)
     ablation.to_csv(out / "ablations.csv", index=False)
     fairness.to_csv(out / "fairness.csv", index=False)
-    meta = {"quick": args.quick, "seeds": seeds, "draws": draws, "minutes": elapsed / 60, "cpus": os.cpu_count(), "datasets": runs}
-    payload = {"meta": meta, "results": results.to_dict("records"), "bootstrap": boot.to_dict("records"),
-               "ablations": ablation.to_dict("records"), "fairness": fairness.to_dict("records")}
+    meta = {
+        "quick": args.quick,
+        "seeds": seeds,
+        "draws": draws,
+        "minutes": elapsed / 60,
+        "cpus": os.cpu_count(),
+        "datasets": runs,
+    }
+    payload = {
+        "meta": meta,
+        "results": results.to_dict("records"),
+        "bootstrap": boot.to_dict("records"),
+        "ablations": ablation.to_dict("records"),
+        "fairness": fairness.to_dict("records"),
+    }
     (out / "benchmark.json").write_text(json.dumps(payload, indent=1, default=_jsonable))
     markdown = results_markdown(results, boot, ablation, largest_gaps(fairness), meta)
     (out / "results.md").write_text(markdown)
@@ -245,7 +317,9 @@ def _readme_section(path: Path) -> str:
     try:
         i, j = lines.index(BEGIN), lines.index(END)
     except ValueError:
-        raise SystemExit(f"{path} lacks the {BEGIN} / {END} marker lines the results table goes between")
+        raise SystemExit(
+            f"{path} lacks the {BEGIN} / {END} marker lines the results table goes between"
+        )
     return "\n".join(lines[i + 1 : j])
 
 
@@ -278,7 +352,9 @@ def _bootstrap(scores: dict, draws: int) -> pd.DataFrame:
                     res = paired_bootstrap(
                         y_by_cutoff=[v["y"] for v in parts],
                         users_by_cutoff=[v["users"] for v in parts],
-                        a_by_cutoff=[[_metric_input(pr, metric) for pr in v["preds"][method]] for v in parts],
+                        a_by_cutoff=[
+                            [_metric_input(pr, metric) for pr in v["preds"][method]] for v in parts
+                        ],
                         b_by_cutoff=[[_metric_input(v["preds"][ref][0], metric)] for v in parts],
                         metric=metric,
                         tau_by_cutoff=[v["tau"] for v in parts],
@@ -286,9 +362,18 @@ def _bootstrap(scores: dict, draws: int) -> pd.DataFrame:
                         n_draws=draws,
                         seed=0,
                     )
-                    rows.append({"group": group, "method": method, "reference": ref, "metric": metric,
-                                 "mean_diff": res["mean_diff"], "lo": res["lo"], "hi": res["hi"],
-                                 "per_cutoff": res.get("per_cutoff")})
+                    rows.append(
+                        {
+                            "group": group,
+                            "method": method,
+                            "reference": ref,
+                            "metric": metric,
+                            "mean_diff": res["mean_diff"],
+                            "lo": res["lo"],
+                            "hi": res["hi"],
+                            "per_cutoff": res.get("per_cutoff"),
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -303,8 +388,13 @@ def _run_ablations(work: Path, quick: bool) -> pd.DataFrame:
         t0 = time.perf_counter()
         pred, dm, _ = run_model(["data=cdnow"] + overrides, work, quick)
         test = dm.snapshots["test"]
-        table = score_table(test["y"].to_numpy(), {name: pred["p"]}, test["tau"].to_numpy(),
-                            test["observed"].to_numpy(), {name: pred["later"]})
+        table = score_table(
+            test["y"].to_numpy(),
+            {name: pred["p"]},
+            test["tau"].to_numpy(),
+            test["observed"].to_numpy(),
+            {name: pred["later"]},
+        )
         row = table.iloc[0].to_dict()
         row.update(ablation=name, seconds=time.perf_counter() - t0)
         rows.append(row)

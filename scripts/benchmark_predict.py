@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seqchurn.data.synthetic import simulate_bgnbd
+from seqchurn.simulate.bgnbd import simulate_bgnbd
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = 100_000
@@ -50,9 +50,15 @@ def write_log(path: Path, n_users: int, seed: int = 0) -> int:
 
 def train_checkpoint(run_dir: Path, model: str) -> Path:
     cmd = [
-        sys.executable, str(ROOT / "scripts" / "train.py"), f"model={model}", "data=synthetic",
-        "data.synthetic.n_users=10000", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
-        "logger=csv", f"hydra.run.dir={run_dir}",
+        sys.executable,
+        str(ROOT / "scripts" / "train.py"),
+        f"model={model}",
+        "data=synthetic",
+        "data.synthetic.n_users=10000",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        f"hydra.run.dir={run_dir}",
     ]
     subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
     return run_dir / "checkpoints" / "best.ckpt"
@@ -61,9 +67,17 @@ def train_checkpoint(run_dir: Path, model: str) -> Path:
 def run_predict(ckpt: Path, log: Path, out_dir: Path, device: str, explain: str) -> dict:
     """Predict in a child process; its peak RSS comes from wait4's resource usage."""
     cmd = [
-        sys.executable, str(ROOT / "scripts" / "predict.py"), f"ckpt_path={ckpt}", "data=events",
-        f"data.path={log}", "cutoff=2021-03-31", f"output={out_dir / 'pred.parquet'}", "progress=false",
-        f"trainer.accelerator={device}", f"explain={explain}", f"hydra.run.dir={out_dir}",
+        sys.executable,
+        str(ROOT / "scripts" / "predict.py"),
+        f"ckpt_path={ckpt}",
+        "data=events",
+        f"data.path={log}",
+        "cutoff=2021-03-31",
+        f"output={out_dir / 'pred.parquet'}",
+        "progress=false",
+        f"trainer.accelerator={device}",
+        f"explain={explain}",
+        f"hydra.run.dir={out_dir}",
     ]
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty child cannot block on it
@@ -112,7 +126,12 @@ def main() -> None:
         r["peak_vs_smallest"] = r["peak_rss_mb"] / base
     out = ROOT / "results" / "predict_memory.json"
     out.parent.mkdir(exist_ok=True)
-    meta = {"model": args.model, "device": args.device, "explain": args.explain, "cpus": os.cpu_count()}
+    meta = {
+        "model": args.model,
+        "device": args.device,
+        "explain": args.explain,
+        "cpus": os.cpu_count(),
+    }
     out.write_text(json.dumps({"settings": meta, "runs": results}, indent=2))
     lines = [
         f"predict, {args.model}, {args.device}, reasons by {args.explain}, {os.cpu_count()} CPU cores "

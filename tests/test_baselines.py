@@ -21,9 +21,11 @@ from seqchurn.baselines.bgnbd import (
 from seqchurn.baselines.rfm import LogisticRFM, recency_score, rfm_features
 from seqchurn.data.events import load_events
 from seqchurn.data.labels import make_snapshots, to_day
-from seqchurn.data.synthetic import CDNOW_PARAMS, bgnbd_oracle
+from seqchurn.simulate.bgnbd import CDNOW_PARAMS, bgnbd_oracle
 
-SUMMARY_CSV = Path(__file__).parent / "data" / "cdnow_customers_summary.csv"  # the published BG/NBD sample
+SUMMARY_CSV = (
+    Path(__file__).parent / "data" / "cdnow_customers_summary.csv"
+)  # the published BG/NBD sample
 PUBLISHED = BGNBDParams(r=0.2426, alpha=4.4136, a=0.7929, b=2.4259, loglik=-9582.43)
 H = 90
 
@@ -46,7 +48,9 @@ def test_fit_reproduces_published_bgnbd():
     for name in ("r", "alpha", "a", "b"):
         assert getattr(fit, name) == pytest.approx(getattr(PUBLISHED, name), abs=1e-3), name
     assert fit.loglik == pytest.approx(PUBLISHED.loglik, abs=0.01)
-    assert bgnbd_loglik(fit, d["frequency"], d["recency"], d["T"]) == pytest.approx(fit.loglik, abs=1e-6)
+    assert bgnbd_loglik(fit, d["frequency"], d["recency"], d["T"]) == pytest.approx(
+        fit.loglik, abs=1e-6
+    )
 
 
 def test_p_alive_and_p_no_activity_hand_cases():
@@ -58,10 +62,17 @@ def test_p_alive_and_p_no_activity_hand_cases():
     assert stale < 0.05 < 0.5 < recent < 1.0
     x, t_x, T, h = 2.0, 10.0, 30.0, 90 / 7
     alive = p_alive(params, [x], [t_x], [T])[0]
-    expected = 1 / (1 + params.a / (params.b + x - 1) * ((params.alpha + T) / (params.alpha + t_x)) ** (params.r + x))
+    expected = 1 / (
+        1
+        + params.a
+        / (params.b + x - 1)
+        * ((params.alpha + T) / (params.alpha + t_x)) ** (params.r + x)
+    )
     assert alive == pytest.approx(expected, rel=1e-12)
     silent = ((params.alpha + T) / (params.alpha + T + h)) ** (params.r + x)
-    assert p_no_activity(params, [x], [t_x], [T], h)[0] == pytest.approx(1 - alive + alive * silent, rel=1e-12)
+    assert p_no_activity(params, [x], [t_x], [T], h)[0] == pytest.approx(
+        1 - alive + alive * silent, rel=1e-12
+    )
 
 
 def test_rfm_summary_definitions_match_the_oracle_time_alignment():
@@ -85,7 +96,9 @@ def test_rfm_summary_definitions_match_the_oracle_time_alignment():
     dedup = events.drop_duplicates(["user_id", "day"])
     oracle = bgnbd_oracle(dedup, cutoff, H, **CDNOW_PARAMS)
     params = BGNBDParams(**CDNOW_PARAMS)
-    np.testing.assert_allclose(p_no_activity(params, s["x"], s["t_x"], s["T"], H / 7), oracle["p_churn_oracle"], rtol=1e-10)
+    np.testing.assert_allclose(
+        p_no_activity(params, s["x"], s["t_x"], s["T"], H / 7), oracle["p_churn_oracle"], rtol=1e-10
+    )
 
 
 @pytest.mark.parametrize("test_cutoff", sorted(PEER_AUROC))

@@ -17,12 +17,33 @@ from seqchurn.data.labels import to_day
 
 def test_quick_benchmark_writes_results_and_leaves_the_readme_alone(tmp_path):
     readme = hashlib.sha256((ROOT / "README.md").read_bytes()).hexdigest()
-    cmd = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--datasets", "synthetic-bgnbd",
-           "--models", "logistic", "--no-ablations", "--draws", "50", "--out", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "benchmark.py"),
+        "--quick",
+        "--datasets",
+        "synthetic-bgnbd",
+        "--models",
+        "logistic",
+        "--no-ablations",
+        "--draws",
+        "50",
+        "--out",
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = pd.read_csv(tmp_path / "benchmark.csv")
-    expected = {"logistic", "logistic_rfm", "recency", "bgnbd", "logreg_summary", "rf_summary", "lgbm_summary", "oracle"}
+    expected = {
+        "logistic",
+        "logistic_rfm",
+        "recency",
+        "bgnbd",
+        "logreg_summary",
+        "rf_summary",
+        "lgbm_summary",
+        "oracle",
+    }
     assert expected <= set(results["method"])
     assert results[["auroc", "brier", "cindex", "oracle_ratio"]].notna().all().all()
     assert results.loc[results["method"] == "oracle", "oracle_ratio"].iloc[0] == pytest.approx(1.0)
@@ -31,7 +52,9 @@ def test_quick_benchmark_writes_results_and_leaves_the_readme_alone(tmp_path):
     assert (boot["lo"] <= boot["mean_diff"]).all() and (boot["mean_diff"] <= boot["hi"]).all()
     assert json.loads((tmp_path / "benchmark.json").read_text())["meta"]["quick"] is True
     assert "| logistic |" in (tmp_path / "results.md").read_text()
-    assert list((tmp_path / "plots").glob("reliability_*.png")) and list((tmp_path / "plots").glob("*_roc.png"))
+    assert list((tmp_path / "plots").glob("reliability_*.png")) and list(
+        (tmp_path / "plots").glob("*_roc.png")
+    )
     assert hashlib.sha256((ROOT / "README.md").read_bytes()).hexdigest() == readme
 
 

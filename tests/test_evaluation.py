@@ -55,7 +55,9 @@ def test_score_table_matches_reference_libraries():
     assert row["lift10"] == pytest.approx(y[top].mean() / y.mean(), abs=1e-12)
     assert row["cindex"] == pytest.approx(concordance_index(tau, later, observed), abs=1e-12)
     # No `later` score: ranked by -p_churn, as DESIGN section 8 scores classifiers.
-    assert table.iloc[1]["cindex"] == pytest.approx(concordance_index(tau, -(1 - p), observed), abs=1e-12)
+    assert table.iloc[1]["cindex"] == pytest.approx(
+        concordance_index(tau, -(1 - p), observed), abs=1e-12
+    )
 
 
 def test_calibration_error_bins_like_torchmetrics_at_edges():
@@ -79,7 +81,9 @@ def test_score_table_refuses_nan_and_bad_shapes():
 def test_weighted_metric_equals_explicitly_repeated_rows(metric, ties):
     y, p, tau, observed, later = _data(400, 2, ties=ties)
     if metric == "cindex":
-        tau = np.where(y == 1, tau, np.round(tau * 1.37, 2))  # many distinct times: a deep split tree
+        tau = np.where(
+            y == 1, tau, np.round(tau * 1.37, 2)
+        )  # many distinct times: a deep split tree
     score = later if metric == "cindex" else p
     rng = np.random.default_rng(3)
     weights = rng.integers(0, 4, size=(len(y), 3))  # zeros drop rows, 2 and 3 repeat them
@@ -106,7 +110,9 @@ def _two_cutoffs(n: int, seed: int):
     parts = []
     for c, chosen in enumerate((users[:n], rng.permutation(users[40:]))):
         y, p, tau, observed, later = _data(len(chosen), seed + c)
-        parts.append({"users": chosen, "y": y, "p": p, "tau": tau, "observed": observed, "later": later})
+        parts.append(
+            {"users": chosen, "y": y, "p": p, "tau": tau, "observed": observed, "later": later}
+        )
     return parts
 
 
@@ -155,7 +161,10 @@ def test_point_estimate_is_the_mean_of_per_cutoff_score_table_differences():
     other = [np.clip(q["p"] + rng.normal(0, 0.1, len(q["y"])), 0, 1) for q in parts]
     res = _boot(parts, [[q["p"]] for q in parts], [[o] for o in other], "ap_returners", draws=20)
     diffs = [
-        score_table(q["y"], {"a": q["p"], "b": o}, q["tau"], q["observed"])["ap_returners"].diff().iloc[-1] * -1
+        score_table(q["y"], {"a": q["p"], "b": o}, q["tau"], q["observed"])["ap_returners"]
+        .diff()
+        .iloc[-1]
+        * -1
         for q, o in zip(parts, other)
     ]
     assert res["mean_diff"] == pytest.approx(np.mean(diffs), abs=1e-12)
@@ -239,25 +248,94 @@ def test_results_markdown_tables():
     rows = []
     for ds in ("cdnow@1997-12-31", "cdnow@1997-09-30"):
         for seed, auroc in enumerate((0.80, 0.81, 0.82)):
-            rows.append({"dataset": ds, "group": "cdnow-h90", "method": "lstm", "seed": seed, "auroc": auroc,
-                         "brier": 0.1, "seconds": 10.0, "fit_s": 8.0, "test_s": 1.0})
-        rows.append({"dataset": ds, "group": "cdnow-h90", "method": "logistic_rfm", "seed": None, "auroc": 0.79,
-                     "brier": 0.11, "seconds": 0.5, "fit_s": None, "test_s": None})
+            rows.append(
+                {
+                    "dataset": ds,
+                    "group": "cdnow-h90",
+                    "method": "lstm",
+                    "seed": seed,
+                    "auroc": auroc,
+                    "brier": 0.1,
+                    "seconds": 10.0,
+                    "fit_s": 8.0,
+                    "test_s": 1.0,
+                }
+            )
+        rows.append(
+            {
+                "dataset": ds,
+                "group": "cdnow-h90",
+                "method": "logistic_rfm",
+                "seed": None,
+                "auroc": 0.79,
+                "brier": 0.11,
+                "seconds": 0.5,
+                "fit_s": None,
+                "test_s": None,
+            }
+        )
     results = pd.DataFrame(rows)
-    per_cut = [{"mean_diff": 0.02, "lo": 0.01, "hi": 0.03}, {"mean_diff": 0.01, "lo": -0.01, "hi": 0.02}]
-    boot = pd.DataFrame([{"group": "cdnow-h90", "method": "lstm", "reference": "logistic_rfm", "metric": "auroc",
-                          "mean_diff": 0.015, "lo": 0.004, "hi": 0.025, "per_cutoff": per_cut}])
-    ablation = pd.DataFrame([{"ablation": "default", "auroc": 0.80, "seconds": 5.0},
-                             {"ablation": "no summary features", "auroc": 0.79, "seconds": 4.0}])
-    gaps = pd.DataFrame([{"group_column": "tenure_tertile", "metric": "auroc", "gap": 0.05, "low_group": "low",
-                          "low_value": 0.75, "high_group": "high", "high_value": 0.80}])
-    meta = {"seeds": [0, 1, 2], "draws": 1000, "minutes": 42.0, "cpus": 2,
-            "datasets": [{"dataset": "cdnow@1997-12-31", "n_test": 23570, "churn_rate": 0.838,
-                          "test_cutoff": "1997-12-31"}]}
+    per_cut = [
+        {"mean_diff": 0.02, "lo": 0.01, "hi": 0.03},
+        {"mean_diff": 0.01, "lo": -0.01, "hi": 0.02},
+    ]
+    boot = pd.DataFrame(
+        [
+            {
+                "group": "cdnow-h90",
+                "method": "lstm",
+                "reference": "logistic_rfm",
+                "metric": "auroc",
+                "mean_diff": 0.015,
+                "lo": 0.004,
+                "hi": 0.025,
+                "per_cutoff": per_cut,
+            }
+        ]
+    )
+    ablation = pd.DataFrame(
+        [
+            {"ablation": "default", "auroc": 0.80, "seconds": 5.0},
+            {"ablation": "no summary features", "auroc": 0.79, "seconds": 4.0},
+        ]
+    )
+    gaps = pd.DataFrame(
+        [
+            {
+                "group_column": "tenure_tertile",
+                "metric": "auroc",
+                "gap": 0.05,
+                "low_group": "low",
+                "low_value": 0.75,
+                "high_group": "high",
+                "high_value": 0.80,
+            }
+        ]
+    )
+    meta = {
+        "seeds": [0, 1, 2],
+        "draws": 1000,
+        "minutes": 42.0,
+        "cpus": 2,
+        "datasets": [
+            {
+                "dataset": "cdnow@1997-12-31",
+                "n_test": 23570,
+                "churn_rate": 0.838,
+                "test_cutoff": "1997-12-31",
+            }
+        ],
+    }
     md = results_markdown(results, boot, ablation, gaps, meta)
     assert "Seeds 0, 1, 2; 1000 bootstrap draws; 42.0 min on 2 CPUs." in md
-    assert "#### cdnow@1997-12-31 (23,570 test customers, churn rate 0.838, test cutoff 1997-12-31)" in md
-    assert "| lstm | 3 | 0.8100 ± 0.0100 | 0.1000 ± 0.0000 | 10.0 ± 0.0 (8.0 ± 0.0 / 1.0 ± 0.0) |" in md
+    assert (
+        "#### cdnow@1997-12-31 (23,570 test customers, churn rate 0.838, test cutoff 1997-12-31)"
+        in md
+    )
+    assert (
+        "| lstm | 3 | 0.8100 ± 0.0100 | 0.1000 ± 0.0000 | 10.0 ± 0.0 (8.0 ± 0.0 / 1.0 ± 0.0) |"
+        in md
+    )
     assert "| logistic_rfm | 1 | 0.7900 | 0.1100 | 0.5 |" in md
     assert "| lstm | logistic_rfm | **+0.0150 [+0.0040, +0.0250]** |" in md
     assert "| lstm | logistic_rfm | cdnow@1997-09-30 | +0.0100 [-0.0100, +0.0200] |" in md

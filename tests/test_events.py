@@ -14,7 +14,14 @@ def test_shipped_cdnow_reads_without_a_path():
     assert report["rows_kept"] == 67591  # 2,068 same-day rows merge away
     assert events["timestamp"].min() == pd.Timestamp("1997-01-01")
     assert events["timestamp"].max() == pd.Timestamp("1998-06-30")
-    assert list(events.columns) == ["user_id", "timestamp", "day", "event_type", "amount", "quantity"]
+    assert list(events.columns) == [
+        "user_id",
+        "timestamp",
+        "day",
+        "event_type",
+        "amount",
+        "quantity",
+    ]
 
 
 def test_cdnow_merge_sums_amounts():
@@ -29,9 +36,15 @@ def test_cdnow_merge_sums_amounts():
 def test_csv_with_column_mapping(tmp_path):
     path = tmp_path / "log.csv"
     pd.DataFrame(
-        {"CustomerID": [7, 7, 8], "InvoiceDate": ["2011-01-02 10:00", "2011-01-05", "2011-02-01"], "Revenue": [1.5, 2, 0]}
+        {
+            "CustomerID": [7, 7, 8],
+            "InvoiceDate": ["2011-01-02 10:00", "2011-01-05", "2011-02-01"],
+            "Revenue": [1.5, 2, 0],
+        }
     ).to_csv(path, index=False)
-    events, _ = load_events("events", path, {"user_id": "CustomerID", "timestamp": "InvoiceDate", "amount": "Revenue"})
+    events, _ = load_events(
+        "events", path, {"user_id": "CustomerID", "timestamp": "InvoiceDate", "amount": "Revenue"}
+    )
     assert events["user_id"].tolist() == ["7", "7", "8"]
     assert events["event_type"].unique().tolist() == ["purchase"]
     assert events["amount"].tolist() == [1.5, 2.0, 0.0]
@@ -39,7 +52,13 @@ def test_csv_with_column_mapping(tmp_path):
 
 def test_parquet_reader(tmp_path):
     path = tmp_path / "log.parquet"
-    pd.DataFrame({"user_id": ["a", "b"], "timestamp": pd.to_datetime(["2020-01-01", "2020-01-03"]), "event_type": ["view", "purchase"]}).to_parquet(path)
+    pd.DataFrame(
+        {
+            "user_id": ["a", "b"],
+            "timestamp": pd.to_datetime(["2020-01-01", "2020-01-03"]),
+            "event_type": ["view", "purchase"],
+        }
+    ).to_parquet(path)
     events, _ = load_events("events", path)
     assert events["event_type"].tolist() == ["view", "purchase"]
 
@@ -47,10 +66,28 @@ def test_parquet_reader(tmp_path):
 @pytest.mark.parametrize(
     "frame, match",
     [
-        (pd.DataFrame({"user": [1], "timestamp": ["2020-01-01"]}), r"missing required column.*\['user', 'timestamp'\]"),
-        (pd.DataFrame({"user_id": [1, 2], "timestamp": ["2020-01-01", "not a date"]}), r"unparsable timestamp.*line 3: 'not a date'"),
-        (pd.DataFrame({"user_id": [1, 2], "timestamp": ["2020-01-01", "2020-01-02"], "amount": [1.0, -2.0]}), r"negative amount.*line\(s\) 3"),
-        (pd.DataFrame({"user_id": [1, None], "timestamp": ["2020-01-01", "2020-01-02"]}), r"null user_id or timestamp.*on_bad_rows=drop"),
+        (
+            pd.DataFrame({"user": [1], "timestamp": ["2020-01-01"]}),
+            r"missing required column.*\['user', 'timestamp'\]",
+        ),
+        (
+            pd.DataFrame({"user_id": [1, 2], "timestamp": ["2020-01-01", "not a date"]}),
+            r"unparsable timestamp.*line 3: 'not a date'",
+        ),
+        (
+            pd.DataFrame(
+                {
+                    "user_id": [1, 2],
+                    "timestamp": ["2020-01-01", "2020-01-02"],
+                    "amount": [1.0, -2.0],
+                }
+            ),
+            r"negative amount.*line\(s\) 3",
+        ),
+        (
+            pd.DataFrame({"user_id": [1, None], "timestamp": ["2020-01-01", "2020-01-02"]}),
+            r"null user_id or timestamp.*on_bad_rows=drop",
+        ),
         (pd.DataFrame({"user_id": [], "timestamp": []}), r"no rows"),
     ],
 )

@@ -29,29 +29,61 @@ def _events(rows):
 def test_derived_groups_from_history_up_to_each_cutoff():
     events = _events(
         [
-            ("a", "2020-01-01", 10), ("a", "2020-06-01", 10),  # tenure 182 d at 07-01, spend 20
+            ("a", "2020-01-01", 10),
+            ("a", "2020-06-01", 10),  # tenure 182 d at 07-01, spend 20
             ("b", "2020-05-01", 100),  # tenure 61, spend 100
-            ("c", "2020-06-20", 5), ("c", "2020-07-05", 500),  # tenure 11, spend 5 (the 500 is after the cutoff)
+            ("c", "2020-06-20", 5),
+            ("c", "2020-07-05", 500),  # tenure 11, spend 5 (the 500 is after the cutoff)
             ("d", "2020-03-01", 50),  # tenure 122, spend 50
-            ("e", "2020-04-01", 1), ("e", "2020-04-02", 1),  # tenure 91, spend 2
+            ("e", "2020-04-01", 1),
+            ("e", "2020-04-02", 1),  # tenure 91, spend 2
             ("f", "2020-01-15", 300),  # tenure 168, spend 300
             ("late", "2020-08-01", 9),  # no history at the first cutoff
         ]
     )
     cut = to_day("2020-07-01")
-    snaps = pd.DataFrame({"user_id": ["a", "b", "c", "d", "e", "f", "late", "ghost"], "cutoff": cut})
+    snaps = pd.DataFrame(
+        {"user_id": ["a", "b", "c", "d", "e", "f", "late", "ghost"], "cutoff": cut}
+    )
     users = pd.DataFrame({"user_id": ["a", "b", "c"], "region": ["north", None, "south"]})
     groups = derived_groups(events, snaps, users)
     assert list(groups.columns) == ["tenure_tertile", "spend_tertile", "region"]
     # tenure order c < b < e < d < f < a; spend order e < c < a < d < b < f
-    assert list(groups["tenure_tertile"]) == ["high", "low", "low", "mid", "mid", "high", "unknown", "unknown"]
-    assert list(groups["spend_tertile"]) == ["mid", "high", "low", "mid", "low", "high", "unknown", "unknown"]
+    assert list(groups["tenure_tertile"]) == [
+        "high",
+        "low",
+        "low",
+        "mid",
+        "mid",
+        "high",
+        "unknown",
+        "unknown",
+    ]
+    assert list(groups["spend_tertile"]) == [
+        "mid",
+        "high",
+        "low",
+        "mid",
+        "low",
+        "high",
+        "unknown",
+        "unknown",
+    ]
     assert list(groups["region"]) == ["north", "unknown", "south"] + ["unknown"] * 5
 
     # Each cutoff is ranked among its own rows: at 07-31 c's later purchase makes it the top spender.
     late = to_day("2020-07-31")
-    two = pd.DataFrame({"user_id": ["c", "e", "b", "c", "e", "b"], "cutoff": [late] * 3 + [cut] * 3})
-    assert list(derived_groups(events, two)["spend_tertile"]) == ["high", "low", "mid", "mid", "low", "high"]
+    two = pd.DataFrame(
+        {"user_id": ["c", "e", "b", "c", "e", "b"], "cutoff": [late] * 3 + [cut] * 3}
+    )
+    assert list(derived_groups(events, two)["spend_tertile"]) == [
+        "high",
+        "low",
+        "mid",
+        "mid",
+        "low",
+        "high",
+    ]
 
 
 def _example():
@@ -64,8 +96,17 @@ def _example():
 def test_fairness_report_hand_computed_values():
     y, p, groups = _example()
     report = fairness_report(y, p, groups, threshold=0.5)
-    assert list(report.columns) == ["group_column", "group", "n", "churn_rate", "mean_p", "auroc", "ece",
-                                    "flagged_share", "tpr"]
+    assert list(report.columns) == [
+        "group_column",
+        "group",
+        "n",
+        "churn_rate",
+        "mean_p",
+        "auroc",
+        "ece",
+        "flagged_share",
+        "tpr",
+    ]
     g = report[report["group_column"] == "g"].set_index("group")
     expected = {  # n, churn rate, mean p, AUROC, ECE (each p alone in its bin), flagged, TPR
         "A": (4, 0.5, 0.65, 0.75, 0.4, 0.75, 1.0),
@@ -73,7 +114,9 @@ def test_fairness_report_hand_computed_values():
         "C": (2, 1.0, 0.75, math.nan, 0.25, 1.0, 1.0),
     }
     for name, values in expected.items():
-        got = g.loc[name, ["n", "churn_rate", "mean_p", "auroc", "ece", "flagged_share", "tpr"]].to_numpy(float)
+        got = g.loc[
+            name, ["n", "churn_rate", "mean_p", "auroc", "ece", "flagged_share", "tpr"]
+        ].to_numpy(float)
         np.testing.assert_allclose(got, values, atol=1e-12, equal_nan=True)
     h = report[report["group_column"] == "h"].set_index("group")
     assert h.loc["x", "n"] == 5 and h.loc["y", "churn_rate"] == pytest.approx(0.6)
@@ -81,18 +124,28 @@ def test_fairness_report_hand_computed_values():
 
 def test_largest_gaps_skip_undefined_groups():
     y, p, groups = _example()
-    gaps = largest_gaps(fairness_report(y, p, groups, threshold=0.5)).set_index(["group_column", "metric"])
+    gaps = largest_gaps(fairness_report(y, p, groups, threshold=0.5)).set_index(
+        ["group_column", "metric"]
+    )
     auroc = gaps.loc[("g", "auroc")]
-    assert auroc["gap"] == pytest.approx(0.25) and (auroc["low_group"], auroc["high_group"]) == ("A", "B")
+    assert auroc["gap"] == pytest.approx(0.25) and (auroc["low_group"], auroc["high_group"]) == (
+        "A",
+        "B",
+    )
     flagged = gaps.loc[("g", "flagged_share")]
-    assert flagged["gap"] == pytest.approx(0.75) and (flagged["low_group"], flagged["high_group"]) == ("B", "C")
+    assert flagged["gap"] == pytest.approx(0.75) and (
+        flagged["low_group"],
+        flagged["high_group"],
+    ) == ("B", "C")
     assert ("h", "tpr") in gaps.index
     assert largest_gaps(pd.DataFrame()).empty
 
 
 def test_report_survives_single_class_and_refuses_nan():
     y = np.ones(6, dtype=int)
-    report = fairness_report(y, np.linspace(0.1, 0.9, 6), pd.DataFrame({"g": list("aabbcc")}), threshold=0.5)
+    report = fairness_report(
+        y, np.linspace(0.1, 0.9, 6), pd.DataFrame({"g": list("aabbcc")}), threshold=0.5
+    )
     assert report["auroc"].isna().all() and (report["churn_rate"] == 1).all()
     with pytest.raises(ValueError, match="NaN"):
         fairness_report(y, np.full(6, np.nan), pd.DataFrame({"g": list("aabbcc")}), threshold=0.5)

@@ -43,7 +43,11 @@ def naive_labels(events, cutoffs, horizon, obs_end, edges, activity=None):
             observed = tau <= m
             value = tau if observed else m
             if observed:
-                k = 0 if tau == 0 else next((i for i, e in enumerate(edges) if tau <= e), len(edges))
+                k = (
+                    0
+                    if tau == 0
+                    else next((i for i, e in enumerate(edges) if tau <= e), len(edges))
+                )
             else:
                 k = edges.index(m)
             rows.append((str(user), c, int(y), value, observed, k))
@@ -52,7 +56,9 @@ def naive_labels(events, cutoffs, horizon, obs_end, edges, activity=None):
 
 def _frame(user, day, etype=None):
     ts = pd.to_datetime(np.asarray(day), unit="D")
-    raw = pd.DataFrame({"user_id": user, "timestamp": ts, "event_type": etype if etype is not None else "purchase"})
+    raw = pd.DataFrame(
+        {"user_id": user, "timestamp": ts, "event_type": etype if etype is not None else "purchase"}
+    )
     return clean_events(raw)[0]
 
 
@@ -93,7 +99,10 @@ def test_edge_cases():
         "on_bin_edge": [990, 1030],  # tau = 30, on the edge of bin 1
         "between_m_and_room": [990, 1010, 1100, 1190],  # tau beyond m but within E - H - C
         "late_first": [1001],  # not eligible at C
-        "on_cutoff_day": [1000, 1091],  # an event on C counts as input; C + H + 1 is outside the window
+        "on_cutoff_day": [
+            1000,
+            1091,
+        ],  # an event on C counts as input; C + H + 1 is outside the window
     }
     users, days = zip(*[(u, d) for u, ds in cases.items() for d in ds])
     events = _frame(list(users), list(days))
@@ -104,7 +113,10 @@ def test_edge_cases():
     assert got.loc["exactly_h_apart", "tau"] == 10 + H
     assert got.loc["h_plus_one_apart", "tau"] == 10
     assert got.loc["on_bin_edge", "tau"] == 30 and got.loc["on_bin_edge", "tau_bin"] == 1
-    assert not got.loc["between_m_and_room", "observed"] and got.loc["between_m_and_room", "tau"] == 180
+    assert (
+        not got.loc["between_m_and_room", "observed"]
+        and got.loc["between_m_and_room", "tau"] == 180
+    )
     assert got.loc["on_cutoff_day", "y"] == 1
 
 

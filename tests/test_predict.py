@@ -13,11 +13,22 @@ from conftest import ROOT, compose_cfg
 from seqchurn.data.labels import to_day
 from seqchurn.errors import DataError
 from seqchurn.inference import SURVIVAL_DAYS, Scorer, load_model, predict_log, write_predictions
-from train import train
+from seqchurn.train import train
 
 COLUMNS = [
-    "user_id", "cutoff", "p_churn", *[f"s_{d}" for d in SURVIVAL_DAYS], "tau_median_days", "tau_mean_days",
-    "expected_churn_date", "value_at_risk", "risk_tier", "segment", "cluster", "top_reasons", "explain_method",
+    "user_id",
+    "cutoff",
+    "p_churn",
+    *[f"s_{d}" for d in SURVIVAL_DAYS],
+    "tau_median_days",
+    "tau_mean_days",
+    "expected_churn_date",
+    "value_at_risk",
+    "risk_tier",
+    "segment",
+    "cluster",
+    "top_reasons",
+    "explain_method",
 ]
 
 
@@ -25,7 +36,14 @@ COLUMNS = [
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = compose_cfg(
-        ["model=lstm", "data=synthetic", "data.synthetic.n_users=400", "trainer.max_epochs=1", "logger=csv"], out
+        [
+            "model=lstm",
+            "data=synthetic",
+            "data.synthetic.n_users=400",
+            "trainer.max_epochs=1",
+            "logger=csv",
+        ],
+        out,
     )
     metrics, objects = train(cfg)
     assert (out / "survival_check.csv").exists() and 0 <= metrics["val/km_share_inside"] <= 1
@@ -53,14 +71,18 @@ def test_predictions_equal_the_trained_module_and_have_every_column(trained, tmp
     best = load_model(ckpt)
     test = dm.snapshots["test"]
     scorer = Scorer(best)
-    direct = scorer.score(dm.events[dm.events["user_id"].isin(test["user_id"])], to_day("2021-03-31"))
+    direct = scorer.score(
+        dm.events[dm.events["user_id"].isin(test["user_id"])], to_day("2021-03-31")
+    )
     merged = direct.merge(pred, on="user_id", suffixes=("", "_file"))
     assert len(merged) == len(test)
     np.testing.assert_allclose(merged["p_churn"], merged["p_churn_file"], rtol=1e-5, atol=1e-6)
-    in_test = objects["model"].test_predictions
+    in_test = objects["test_predictions"]
     order = test["user_id"].to_numpy()[in_test["index"]]
     from_test = pd.Series(in_test["p_churn"], index=order)
-    np.testing.assert_allclose(merged.set_index("user_id").loc[order, "p_churn"], from_test, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        merged.set_index("user_id").loc[order, "p_churn"], from_test, rtol=1e-5, atol=1e-6
+    )
 
     assert pred["p_churn"].between(0, 1).all()
     s = pred[["s_30", "s_90", "s_180"]].to_numpy()
@@ -73,22 +95,33 @@ def test_predictions_equal_the_trained_module_and_have_every_column(trained, tmp
 
     # tiers fitted on validation at train time travel in the checkpoint
     tiers = best.preprocessing["tiers"]
-    assert tiers == objects["model"].preprocessing["tiers"] and tiers["names"] == ["high", "medium", "low"]
+    fitted = [cb for cb in objects["trainer"].callbacks if hasattr(cb, "tiers")][0].tiers
+    assert tiers == fitted and tiers["names"] == ["high", "medium", "low"]
     assert pred["risk_tier"].isin(tiers["names"]).all()
     high = pred["p_churn"] >= tiers["tiers"][0]["min_p"]
-    assert (pred.loc[high, "risk_tier"] == "high").all() and (pred.loc[~high, "risk_tier"] != "high").all()
+    assert (pred.loc[high, "risk_tier"] == "high").all() and (
+        pred.loc[~high, "risk_tier"] != "high"
+    ).all()
 
 
 def test_streaming_in_small_chunks_gives_the_same_file(trained, tmp_path):
     _, ckpt, log, _ = trained
     _predict(ckpt, log, tmp_path / "whole.parquet", stream=False, explain=None)
     _predict(ckpt, log, tmp_path / "stream.csv", stream=True, chunk_rows=97, explain=None)
-    whole = pd.read_parquet(tmp_path / "whole.parquet").sort_values("user_id").reset_index(drop=True)
-    stream = pd.read_csv(tmp_path / "stream.csv", dtype={"user_id": str}).sort_values("user_id").reset_index(drop=True)
+    whole = (
+        pd.read_parquet(tmp_path / "whole.parquet").sort_values("user_id").reset_index(drop=True)
+    )
+    stream = (
+        pd.read_csv(tmp_path / "stream.csv", dtype={"user_id": str})
+        .sort_values("user_id")
+        .reset_index(drop=True)
+    )
     assert list(whole["user_id"]) == list(stream["user_id"])
     np.testing.assert_allclose(whole["p_churn"], stream["p_churn"], rtol=1e-5)
     # segments need the whole population: streaming must not change them
-    assert (whole["segment"] == stream["segment"]).all() and (whole["cluster"] == stream["cluster"]).all()
+    assert (whole["segment"] == stream["segment"]).all() and (
+        whole["cluster"] == stream["cluster"]
+    ).all()
 
 
 def test_unsorted_log_is_refused_when_streaming_is_forced(trained, tmp_path):
@@ -96,9 +129,13 @@ def test_unsorted_log_is_refused_when_streaming_is_forced(trained, tmp_path):
     shuffled = pd.read_csv(log).sample(frac=1.0, random_state=0)
     shuffled.to_csv(tmp_path / "shuffled.csv", index=False)
     with pytest.raises(DataError, match="not sorted by user"):
-        _predict(ckpt, tmp_path / "shuffled.csv", tmp_path / "p.parquet", stream=True, chunk_rows=50)
+        _predict(
+            ckpt, tmp_path / "shuffled.csv", tmp_path / "p.parquet", stream=True, chunk_rows=50
+        )
     assert not list(tmp_path.glob("*.parquet")) and not list(tmp_path.glob(".*"))
-    _predict(ckpt, tmp_path / "shuffled.csv", tmp_path / "p.parquet", explain=None)  # auto reads it whole
+    _predict(
+        ckpt, tmp_path / "shuffled.csv", tmp_path / "p.parquet", explain=None
+    )  # auto reads it whole
     assert (tmp_path / "p.parquet").exists()
 
 
@@ -121,13 +158,26 @@ def test_an_interrupted_predict_leaves_no_file(trained, tmp_path, monkeypatch):
 
 
 def _cli(tmp_path, *args):
-    cmd = [sys.executable, str(ROOT / "scripts" / "predict.py"), f"hydra.run.dir={tmp_path / 'run'}", "progress=false", *args]
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "predict.py"),
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "progress=false",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
 
 
 def test_cli_writes_the_file(trained, tmp_path):
     _, ckpt, log, _ = trained
-    proc = _cli(tmp_path, f"ckpt_path={ckpt}", "data=events", f"data.path={log}", "cutoff=2021-02-28", "output=out.csv")
+    proc = _cli(
+        tmp_path,
+        f"ckpt_path={ckpt}",
+        "data=events",
+        f"data.path={log}",
+        "cutoff=2021-02-28",
+        "output=out.csv",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = pd.read_csv(tmp_path / "out.csv")
     assert (out["cutoff"].str.startswith("2021-02-28")).all() and len(out) > 100
@@ -135,7 +185,13 @@ def test_cli_writes_the_file(trained, tmp_path):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing_checkpoint", "not_a_checkpoint", "missing_amount", "cutoff_outside", "bad_accelerator"],
+    [
+        "missing_checkpoint",
+        "not_a_checkpoint",
+        "missing_amount",
+        "cutoff_outside",
+        "bad_accelerator",
+    ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_output(trained, tmp_path, case):
     _, ckpt, log, _ = trained

@@ -18,14 +18,14 @@ import pytest
 from scipy import integrate, special
 from sklearn.metrics import roc_auc_score
 
-from seqchurn.data.sequence_process import (
+from seqchurn.simulate.sequence_process import (
     EVENT_TYPES,
     sequence_clairvoyant,
     sequence_oracle,
     simulate_sequence,
 )
 from seqchurn.errors import DataError
-from train import train
+from seqchurn.train import train
 
 START = pd.Timestamp("2020-01-01")
 H = 90
@@ -77,7 +77,9 @@ def spec_dropout(prev: int, x: int, m2: int) -> float:
 
 def spec_mass(a, b, t0, delta):
     """G(a, b) of the spec, elementwise."""
-    a, b, t0, delta = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (a, b, t0, delta)))
+    a, b, t0, delta = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (a, b, t0, delta))
+    )
     safe = np.where(delta > 0, delta, 1.0)
     fading = (np.exp(-delta * (a - t0)) - np.exp(-delta * (b - t0))) / safe
     return np.where(delta > 0, fading, b - a)
@@ -118,7 +120,9 @@ def annotated(sim) -> pd.DataFrame:
     death = truth.set_index("user_id")["death_days"].reindex(events["user_id"]).to_numpy()
     out["t0"] = truth.set_index("user_id")["T0_days"].reindex(events["user_id"]).to_numpy()
     out["lam0"] = truth.set_index("user_id")["lam0"].reindex(events["user_id"]).to_numpy()
-    out["delta"] = np.where(truth.set_index("user_id")["fading"].reindex(events["user_id"]), DELTA_FADING, 0.0)
+    out["delta"] = np.where(
+        truth.set_index("user_id")["fading"].reindex(events["user_id"]), DELTA_FADING, 0.0
+    )
     out["death"] = death
     # Timestamps are rounded to the nanosecond: match the death time within 1e-9 days.
     out["alive"] = out["t"] <= death + 1e-9
@@ -147,7 +151,9 @@ def scored(sim, annotated) -> dict:
         per_user = per_user.reindex(frame["user_id"])
         buyer_ids = set(users[bought])
         frame["y"] = (~frame["user_id"].isin(buyer_ids)).astype(int).to_numpy()
-        frame["alive"] = (truth.set_index("user_id")["death_days"].reindex(frame["user_id"]).to_numpy() >= c).astype(int)
+        frame["alive"] = (
+            truth.set_index("user_id")["death_days"].reindex(frame["user_id"]).to_numpy() >= c
+        ).astype(int)
         frame["clair_alive"] = clair["alive"].astype(int).to_numpy()
         frame["mood_spec"] = per_user["mood"].to_numpy()
         frame["p_clair"] = clair["p_churn_clairvoyant"].to_numpy()
@@ -156,7 +162,9 @@ def scored(sim, annotated) -> dict:
         frame["g_decile"] = np.searchsorted(np.quantile(p, np.linspace(0, 1, 11)[1:-1]), p)
         frame["g_mood"] = frame["mood"]
         frame["g_last"] = per_user["last"].to_numpy()
-        frame["g_recency"] = np.digitize(c - per_user["t_last"].to_numpy(), [1, 3, 7, 14, 30, 60, 120])
+        frame["g_recency"] = np.digitize(
+            c - per_user["t_last"].to_numpy(), [1, 3, 7, 14, 30, 60, 120]
+        )
         frame["g_volume"] = np.digitize(per_user["n"].to_numpy(), [2, 5, 10, 20, 40, 80])
         out[c] = frame
     return out
@@ -204,7 +212,11 @@ def test_contract_and_spec_ranges(sim, annotated):
     assert list(truth.columns) == ["user_id", "T0_days", "lam0", "fading", "mu", "death_days"]
     assert len(truth) == N_USERS and set(events["user_id"]) == set(truth["user_id"])
     t0 = truth["T0_days"].to_numpy()
-    assert t0.min() >= 0 and t0.max() < 360 and abs(t0.mean() - 180) < 4 * 360 / math.sqrt(12 * N_USERS)
+    assert (
+        t0.min() >= 0
+        and t0.max() < 360
+        and abs(t0.mean() - 180) < 4 * 360 / math.sqrt(12 * N_USERS)
+    )
     t = annotated["t"].to_numpy()
     assert t.max() < 540
     # Every user starts with a purchase at T0, and nothing comes before it.
@@ -219,7 +231,9 @@ def test_contract_and_spec_ranges(sim, annotated):
 
 
 def test_window_arguments_are_respected():
-    events, truth = simulate_sequence(500, seed=2, acquisition_days=30, end_days=100, start="2021-05-01")
+    events, truth = simulate_sequence(
+        500, seed=2, acquisition_days=30, end_days=100, start="2021-05-01"
+    )
     t = (events["timestamp"] - pd.Timestamp("2021-05-01")) / pd.Timedelta(days=1)
     assert truth["T0_days"].max() < 30 and t.min() >= 0 and t.max() < 100
     with pytest.raises(ValueError):
@@ -256,9 +270,14 @@ def test_alive_event_rate_and_lapsed_rate(annotated):
     n_alive = int((ann["alive"] & ~ann["first"]).sum())
     assert abs(n_alive - expected_alive) < 4 * math.sqrt(expected_alive), (n_alive, expected_alive)
     dead = death < 540
-    expected_lapsed = float(np.sum(RHO * lam0[dead] * spec_mass(death[dead], 540.0, t0[dead], delta[dead])))
+    expected_lapsed = float(
+        np.sum(RHO * lam0[dead] * spec_mass(death[dead], 540.0, t0[dead], delta[dead]))
+    )
     lapsed = ann[~ann["alive"]]
-    assert abs(len(lapsed) - expected_lapsed) < 4 * math.sqrt(expected_lapsed), (len(lapsed), expected_lapsed)
+    assert abs(len(lapsed) - expected_lapsed) < 4 * math.sqrt(expected_lapsed), (
+        len(lapsed),
+        expected_lapsed,
+    )
     # Lapsed users only browse: views, and carts with probability q_A.
     assert lapsed["x"].isin([V, A]).all()
     n = len(lapsed)
@@ -267,7 +286,9 @@ def test_alive_event_rate_and_lapsed_rate(annotated):
 
 def test_type_choice_follows_spec_table(annotated):
     ann = annotated[annotated["alive"] & ~annotated["first"]]
-    counts = pd.crosstab([ann["prev"], ann["mood_before"]], ann["x"]).reindex(columns=range(5), fill_value=0)
+    counts = pd.crosstab([ann["prev"], ann["mood_before"]], ann["x"]).reindex(
+        columns=range(5), fill_value=0
+    )
     checked = 0
     for (prev, mood), row in counts.iterrows():
         probs = spec_type_probs(prev, mood)
@@ -278,7 +299,13 @@ def test_type_choice_follows_spec_table(annotated):
         for x in np.flatnonzero(probs > 0):
             exp = n * probs[x]
             if exp >= 25:
-                assert abs(obs[x] - exp) < 5 * math.sqrt(exp * (1 - probs[x])), (prev, mood, x, obs[x], exp)
+                assert abs(obs[x] - exp) < 5 * math.sqrt(exp * (1 - probs[x])), (
+                    prev,
+                    mood,
+                    x,
+                    obs[x],
+                    exp,
+                )
                 checked += 1
     assert checked >= 30  # 11 of the 15 states are reachable (R and P reset the mood)
 
@@ -311,7 +338,11 @@ def test_mood_depends_on_the_order_of_complaints_and_refunds():
     frames = []
     for user, seq in rows.items():
         stamps = START + pd.to_timedelta(np.arange(len(seq)) * 3 + 10, unit="D")
-        frames.append(pd.DataFrame({"user_id": user, "timestamp": stamps, "event_type": [letters[s] for s in seq]}))
+        frames.append(
+            pd.DataFrame(
+                {"user_id": user, "timestamp": stamps, "event_type": [letters[s] for s in seq]}
+            )
+        )
     events = pd.concat(frames, ignore_index=True)
     out = sequence_oracle(events, "2020-03-01", H, start=START).set_index("user_id")
     assert out["mood"].to_dict() == {"p_c_r": 0, "p_r_c": 1, "p_c_c_c": 2, "p_c_p": 0, "p_c_v_a": 1}
@@ -331,10 +362,19 @@ def test_oracle_refuses_histories_outside_the_process():
     with pytest.raises(DataError, match="first event"):
         sequence_oracle(pd.DataFrame({**base, "event_type": ["view", "purchase"]}), "2020-02-01", H)
     with pytest.raises(DataError, match="not part of the sequence process"):
-        sequence_oracle(pd.DataFrame({**base, "event_type": ["purchase", "refund"]}), "2020-02-01", H)
-    impossible = {"user_id": ["a"] * 3, "timestamp": pd.to_datetime(["2020-01-05", "2020-01-06", "2020-01-07"])}
+        sequence_oracle(
+            pd.DataFrame({**base, "event_type": ["purchase", "refund"]}), "2020-02-01", H
+        )
+    impossible = {
+        "user_id": ["a"] * 3,
+        "timestamp": pd.to_datetime(["2020-01-05", "2020-01-06", "2020-01-07"]),
+    }
     with pytest.raises(DataError, match="complaint right after a view"):
-        sequence_oracle(pd.DataFrame({**impossible, "event_type": ["purchase", "view", "complaint"]}), "2020-02-01", H)
+        sequence_oracle(
+            pd.DataFrame({**impossible, "event_type": ["purchase", "view", "complaint"]}),
+            "2020-02-01",
+            H,
+        )
 
 
 # -- (b) the oracle against a direct computation and against simulation ---------------------
@@ -372,12 +412,16 @@ def _naive_oracle(times: list[float], seq: str, t_c: float, u: list) -> tuple[fl
     u_state = np.array([row[state] for row in u])
     num = den = alive_mass = 0.0
     for prior, delta in ((1 - P_FADING, 0.0), (P_FADING, DELTA_FADING)):
+
         def mass(a, b):
             return float(spec_mass(a, b, t0, delta))
 
         g = math.prod(math.exp(-delta * (t - t0)) for t in times[1:])
+
         def prior_pdf(lam):  # Gamma(r, alpha), written out: scipy's pdf costs more than the rest
-            return ALPHA**R_SHAPE / math.gamma(R_SHAPE) * lam ** (R_SHAPE - 1) * math.exp(-ALPHA * lam)
+            return (
+                ALPHA**R_SHAPE / math.gamma(R_SHAPE) * lam ** (R_SHAPE - 1) * math.exp(-ALPHA * lam)
+            )
 
         def integral(f, exposure):
             # Every integrand is lam^(r+n-1) exp(-lam (alpha + exposure)) times bounded factors:
@@ -385,14 +429,24 @@ def _naive_oracle(times: list[float], seq: str, t_c: float, u: list) -> tuple[fl
             shape, rate = R_SHAPE + n, ALPHA + exposure
             mode, sd = (shape - 1) / rate, math.sqrt(shape) / rate
             hi = mode + 60 * sd
-            return integrate.quad(f, 0, hi, points=[mode, mode + sd], epsabs=0, epsrel=1e-11, limit=400)[0]
+            return integrate.quad(
+                f, 0, hi, points=[mode, mode + sd], epsabs=0, epsrel=1e-11, limit=400
+            )[0]
 
         s_alive = math.prod(pis) * math.prod(1 - d for d in drops)
         exposure_alive = mass(t0, t_c)
-        alive = lambda lam: prior * prior_pdf(lam) * lam**n * g * math.exp(-lam * exposure_alive) * s_alive
+
+        def alive(lam):
+            return prior * prior_pdf(lam) * lam**n * g * math.exp(-lam * exposure_alive) * s_alive
+
         future = mass(t_c, t_c + H)
         log_k_fact = special.gammaln(k + 1.0)
-        no_buy = lambda lam: float(np.sum(np.exp(k * math.log(lam * future) - lam * future - log_k_fact) * u_state))
+
+        def no_buy(lam):
+            return float(
+                np.sum(np.exp(k * math.log(lam * future) - lam * future - log_k_fact) * u_state)
+            )
+
         w_alive = integral(alive, exposure_alive)
         den += w_alive
         alive_mass += w_alive
@@ -404,7 +458,15 @@ def _naive_oracle(times: list[float], seq: str, t_c: float, u: list) -> tuple[fl
             s_dead = math.prod(pis[: j + 1]) * math.prod(1 - d for d in drops[:j]) * drops[j] * q
             exposure = mass(t0, times[j]) + RHO * mass(times[j], t_c)
             w = integral(
-                lambda lam: prior * prior_pdf(lam) * lam**n * g * RHO ** (n - j) * math.exp(-lam * exposure) * s_dead,
+                lambda lam: (
+                    prior
+                    * prior_pdf(lam)
+                    * lam**n
+                    * g
+                    * RHO ** (n - j)
+                    * math.exp(-lam * exposure)
+                    * s_dead
+                ),
                 exposure,
             )
             num += w
@@ -428,9 +490,19 @@ def test_oracle_matches_direct_numerical_integration():
     frames, expected = [], {}
     for user, (times, seq) in NAIVE_CASES.items():
         stamps = START + pd.to_timedelta(np.asarray(times), unit="D")
-        frames.append(pd.DataFrame({"user_id": user, "timestamp": stamps, "event_type": [EVENT_TYPES["VAPRC".index(s)] for s in seq]}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "user_id": user,
+                    "timestamp": stamps,
+                    "event_type": [EVENT_TYPES["VAPRC".index(s)] for s in seq],
+                }
+            )
+        )
         expected[user] = _naive_oracle(times, seq, 360.0, u)
-    out = sequence_oracle(pd.concat(frames, ignore_index=True), day_of(360), H, start=START).set_index("user_id")
+    out = sequence_oracle(
+        pd.concat(frames, ignore_index=True), day_of(360), H, start=START
+    ).set_index("user_id")
     for user, (p_churn, p_alive) in expected.items():
         assert out.loc[user, "p_churn_oracle"] == pytest.approx(p_churn, rel=1e-9), user
         assert out.loc[user, "p_alive"] == pytest.approx(p_alive, rel=1e-9), user
@@ -448,7 +520,10 @@ def test_oracle_is_calibrated_in_every_observable_group(sim, scored, cutoff):
         # About 30 groups: each z ~ N(0, 1), so |z| < 4.5 and a mean z^2 below 2 hold for the
         # true posterior with room to spare (the mean of 30 squares has sd about 0.3).
         assert abs(overall) < 3.5, (target, overall)
-        assert len(z) >= 25 and np.abs(z).max() < 4.5 and np.mean(z**2) < 2.0, (target, np.round(z, 1))
+        assert len(z) >= 25 and np.abs(z).max() < 4.5 and np.mean(z**2) < 2.0, (
+            target,
+            np.round(z, 1),
+        )
 
 
 @pytest.mark.parametrize(
@@ -491,8 +566,11 @@ def test_oracle_auroc_matches_spec(scored):
 N_SMALL = 300
 # One small training batch keeps the LSTM step, the bulk of this test, well under a second.
 SMALL = [
-    "data=synthetic_sequence", f"data.synthetic.n_users={N_SMALL}", "data.batch_size=64",
-    "logger=csv", "trainer.enable_progress_bar=false",
+    "data=synthetic_sequence",
+    f"data.synthetic.n_users={N_SMALL}",
+    "data.batch_size=64",
+    "logger=csv",
+    "trainer.enable_progress_bar=false",
 ]
 
 
@@ -508,7 +586,9 @@ def test_train_runs_on_synthetic_sequence(make_cfg):
     assert str(np.datetime64(int(test["cutoff"].iloc[0]), "D")) == str(day_of(450).date())
     events, _ = simulate_sequence(N_SMALL, seed=0)
     t = (events["timestamp"] - START) / pd.Timedelta(days=1)
-    buyers = set(events.loc[(events["event_type"] == "purchase") & (t >= 450) & (t < 540), "user_id"])
+    buyers = set(
+        events.loc[(events["event_type"] == "purchase") & (t >= 450) & (t < 540), "user_id"]
+    )
     assert (test["y"].to_numpy() == (~test["user_id"].isin(buyers)).to_numpy()).all()
     assert len(test) == round(0.3 * N_SMALL)  # every held-out user was acquired before C
     assert dm.bin_edges == [0, 30, 60, 90]

@@ -18,14 +18,23 @@ def _snapshots(rng, hazard, cutoff, obs_end):
     tau = np.asarray(EDGES + [EDGES[-1] + 1])[np.minimum(bins, len(EDGES))].astype(float)
     m = max(e for e in EDGES if e <= obs_end - HORIZON - cutoff)
     observed = tau <= m
-    return pd.DataFrame({"cutoff": cutoff, "tau": np.where(observed, tau, m), "observed": observed,
-                         "y": (bins == 0).astype(int)}), np.full(n, m)
+    return pd.DataFrame(
+        {
+            "cutoff": cutoff,
+            "tau": np.where(observed, tau, m),
+            "observed": observed,
+            "y": (bins == 0).astype(int),
+        }
+    ), np.full(n, m)
 
 
 def _case(h_pred_scale):
     rng = np.random.default_rng(0)
     parts, surv, p = [], [], []
-    for cutoff, n in ((1000, 3000), (1070, 3000)):  # the later cutoff confirms tau only up to 30 days
+    for cutoff, n in (
+        (1000, 3000),
+        (1070, 3000),
+    ):  # the later cutoff confirms tau only up to 30 days
         h = rng.uniform(0.05, 0.6, n)
         snaps, _ = _snapshots(rng, h, cutoff, obs_end=1190)
         hp = np.clip(h * h_pred_scale, 0, 1)
@@ -43,7 +52,9 @@ def test_true_survival_is_inside_the_band_and_a_wrong_one_is_not(tmp_path):
     assert summary["share_inside"] >= 0.85
     assert summary["cindex_tau_mean"] > 0.6
     late = table[table["cutoff"] == table["cutoff"].max()]
-    assert late["edge_days"].max() == 30 and table["edge_days"].max() == 90  # only edges a cutoff can confirm
+    assert (
+        late["edge_days"].max() == 30 and table["edge_days"].max() == 90
+    )  # only edges a cutoff can confirm
     assert set(table["decile"]) == set(range(1, 11))
     plot_survival_check(table, tmp_path / "check.png")
     assert (tmp_path / "check.png").stat().st_size > 0 and len(list(tmp_path.iterdir())) == 1

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from seqchurn.data.synthetic import CDNOW_PARAMS, bgnbd_oracle, simulate_bgnbd
+from seqchurn.simulate.bgnbd import CDNOW_PARAMS, bgnbd_oracle, simulate_bgnbd
 
 START = pd.Timestamp("2020-01-01")
 CUTOFF = (START + pd.Timedelta(weeks=40)).normalize()

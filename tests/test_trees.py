@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 from seqchurn.baselines.trees import SummaryBaseline
 from seqchurn.data.events import clean_events
 from seqchurn.data.labels import make_snapshots, to_day
-from seqchurn.data.synthetic import simulate_bgnbd
+from seqchurn.simulate.bgnbd import simulate_bgnbd
 from seqchurn.errors import DataError
 
 H = 90
@@ -21,10 +21,16 @@ TRAIN_CUTOFFS = [to_day("2020-10-31"), to_day("2020-12-31")]  # C + H <= the tes
 @pytest.fixture(scope="module")
 def data():
     raw, _ = simulate_bgnbd(n_users=2500, seed=3)
-    events, _ = clean_events(raw.assign(event_type=raw["event_label"]))  # labels as types, as the DataModule does
+    events, _ = clean_events(
+        raw.assign(event_type=raw["event_label"])
+    )  # labels as types, as the DataModule does
     users = np.unique(events["user_id"].to_numpy(dtype=object))
     shuffled = users[np.random.default_rng(0).permutation(len(users))]
-    split = {"train": set(shuffled[:1500]), "val": set(shuffled[1500:1900]), "test": set(shuffled[1900:])}
+    split = {
+        "train": set(shuffled[:1500]),
+        "val": set(shuffled[1500:1900]),
+        "test": set(shuffled[1900:]),
+    }
     train_all = make_snapshots(events, TRAIN_CUTOFFS, H, TEST_CUTOFF)
     test_all = make_snapshots(events, [TEST_CUTOFF], H, TEST_CUTOFF + H)
     return {
@@ -37,7 +43,11 @@ def data():
 
 @pytest.fixture(scope="module")
 def fitted(data):
-    fit = lambda kind: SummaryBaseline(kind=kind, seed=0).fit(data["events"], data["train"], data["val"], TEST_CUTOFF)
+    def fit(kind):
+        return SummaryBaseline(kind=kind, seed=0).fit(
+            data["events"], data["train"], data["val"], TEST_CUTOFF
+        )
+
     return {kind: fit(kind) for kind in ("logreg", "rf", "lgbm")}
 
 
@@ -56,7 +66,9 @@ def test_tuning_reads_the_validation_snapshots(data, fitted, kind):
     assert value == best  # the kept setting is the validation argmax ...
     p_val = model.predict_proba(data["events"], data["val"])
     # ... and its score is the validation AUROC of the kept model
-    assert roc_auc_score(data["val"]["y"], p_val) == pytest.approx(model.val_scores_[best], abs=1e-6)
+    assert roc_auc_score(data["val"]["y"], p_val) == pytest.approx(
+        model.val_scores_[best], abs=1e-6
+    )
 
 
 @pytest.mark.parametrize("kind", ["logreg", "lgbm"])
@@ -64,11 +76,15 @@ def test_events_after_the_test_cutoff_change_nothing(data, fitted, kind):
     """Features read only up to each cutoff and labels end by the test cutoff: the later log is invisible."""
     events = data["events"]
     early = events[events["day"] <= TEST_CUTOFF].reset_index(drop=True)
-    model = SummaryBaseline(kind=kind, seed=0).fit(early, data["train"], data["val"], test_cutoff=TEST_CUTOFF)
+    model = SummaryBaseline(kind=kind, seed=0).fit(
+        early, data["train"], data["val"], test_cutoff=TEST_CUTOFF
+    )
     assert model.best_params_ == fitted[kind].best_params_
     assert model.val_scores_ == pytest.approx(fitted[kind].val_scores_)
     np.testing.assert_allclose(
-        model.predict_proba(early, data["test"]), fitted[kind].predict_proba(events, data["test"]), atol=1e-12
+        model.predict_proba(early, data["test"]),
+        fitted[kind].predict_proba(events, data["test"]),
+        atol=1e-12,
     )
 
 
@@ -77,7 +93,12 @@ def test_fit_refuses_label_windows_past_the_test_cutoff(data):
     late = late[late["user_id"].isin(set(data["train"]["user_id"]))].reset_index(drop=True)
     model = SummaryBaseline(kind="logreg")
     with pytest.raises(DataError, match="training snapshot at 2021-03-01.*test-period labels"):
-        model.fit(data["events"], pd.concat([data["train"], late], ignore_index=True), data["val"], TEST_CUTOFF)
+        model.fit(
+            data["events"],
+            pd.concat([data["train"], late], ignore_index=True),
+            data["val"],
+            TEST_CUTOFF,
+        )
     with pytest.raises(DataError, match="validation snapshot"):
         model.fit(data["events"], data["train"], late, TEST_CUTOFF)
     # The test snapshot itself is the plainest case: its window ends H days after the test cutoff.

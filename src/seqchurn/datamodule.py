@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 
-from seqchurn.data.events import clean_events, load_events, read_users
+from seqchurn.data.events import clean_events, read_raw, read_users
 from seqchurn.data.features import EventIndex
 from seqchurn.data.labels import (
     DEFAULT_BIN_EDGES,
@@ -21,9 +21,9 @@ from seqchurn.data.labels import (
     to_day,
 )
 from seqchurn.data.sequences import Preprocessor, SnapshotDataset, make_loader
-from seqchurn.data.sequence_process import SEQUENCE_PARAMS, sequence_oracle, simulate_sequence
-from seqchurn.data.synthetic import bgnbd_oracle, simulate_bgnbd
+from seqchurn.simulate import SimulatedLog
 from seqchurn.errors import DataError
+from seqchurn.module import PREPROCESSING_KEY
 
 
 class ChurnDataModule(pl.LightningDataModule):
@@ -36,7 +36,7 @@ class ChurnDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        source: str = "cdnow",
+        source: str = "cdnow",  # cdnow | events; ignored when `synthetic` gives the events
         path: str | None = None,
         columns: Mapping[str, str] | None = None,
         users_path: str | None = None,
@@ -58,35 +58,21 @@ class ChurnDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         balanced_sampling: bool = False,
         seed: int = 0,
-        synthetic: Mapping | None = None,
+        synthetic: SimulatedLog | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False, ignore=["synthetic"])
+        self.simulated = synthetic
         self.events: pd.DataFrame | None = None
         self.oracle: pd.DataFrame | None = None
 
     # -- data -----------------------------------------------------------------------------
     def _load(self) -> pd.DataFrame:
         hp = self.hparams
-        if hp.source == "synthetic":
-            params = dict(hp.synthetic or {})
-            simulated, _ = simulate_bgnbd(**params)
-            oracle_params = {k: params[k] for k in ("r", "alpha", "a", "b", "start") if k in params}
-            self._oracle_fn = lambda cutoff: bgnbd_oracle(simulated, cutoff, hp.horizon_days, **oracle_params)
-            # Every simulated event is a purchase; its label becomes the event type the models see.
-            labelled = simulated.assign(event_type=simulated.get("event_label", simulated["event_type"]))
-            events, self.report = clean_events(labelled, merge_same_day=hp.merge_same_day)
-            return events
-        if hp.source == "synthetic_sequence":
-            params = dict(hp.synthetic or {})
-            simulated, _ = simulate_sequence(**params)
-            # The oracle must score with the parameters that generated the data.
-            oracle_params = {k: params[k] for k in (*SEQUENCE_PARAMS, "start") if k in params}
-            self._oracle_fn = lambda cutoff: sequence_oracle(simulated, cutoff, hp.horizon_days, **oracle_params)
-            events, self.report = clean_events(simulated, merge_same_day=hp.merge_same_day)
-            return events
-        events, self.report = load_events(
-            hp.source, hp.path, hp.columns, on_bad_rows=hp.on_bad_rows, merge_same_day=hp.merge_same_day
+        sim = self.simulated
+        raw = sim.events if sim is not None else read_raw(hp.source, hp.path, hp.columns)
+        events, self.report = clean_events(
+            raw, on_bad_rows=hp.on_bad_rows, merge_same_day=hp.merge_same_day
         )
         return events
 
@@ -121,15 +107,16 @@ class ChurnDataModule(pl.LightningDataModule):
             )
         self.bin_edges = merge_bins(hp.bin_edges, train_cutoffs, test_cutoff, horizon)
         activity = hp.activity_event_types
-        train_snaps = make_snapshots(events, train_cutoffs, horizon, test_cutoff, self.bin_edges, activity)
-        test_snaps = make_snapshots(events, [test_cutoff], horizon, obs_end, self.bin_edges, activity)
+        train_snaps = make_snapshots(
+            events, train_cutoffs, horizon, test_cutoff, self.bin_edges, activity
+        )
+        test_snaps = make_snapshots(
+            events, [test_cutoff], horizon, obs_end, self.bin_edges, activity
+        )
 
-        all_users = np.unique(events["user_id"].to_numpy(dtype=object))
-        rng = np.random.default_rng(hp.split_seed)
-        shuffled = all_users[rng.permutation(len(all_users))]
-        n_test = int(round(hp.test_user_fraction * len(all_users)))
-        n_val = int(round(hp.val_fraction * (len(all_users) - n_test)))
-        test_users, val_users = set(shuffled[:n_test]), set(shuffled[n_test : n_test + n_val])
+        test_users, val_users = split_users(
+            events, activity, test_cutoff, hp.val_fraction, hp.test_user_fraction, hp.split_seed
+        )
         if test_users:
             train_snaps = train_snaps[~train_snaps["user_id"].isin(test_users)]
             test_snaps = test_snaps[test_snaps["user_id"].isin(test_users)]
@@ -141,17 +128,23 @@ class ChurnDataModule(pl.LightningDataModule):
         }
         for split, frame in self.snapshots.items():
             if len(frame) == 0:
-                raise DataError(f"the {split} snapshot is empty: no eligible user (check cutoffs and the split)")
+                raise DataError(
+                    f"the {split} snapshot is empty: no eligible user (check cutoffs and the split)"
+                )
 
         index = EventIndex(events, activity_mask(events, activity))
         self.preprocessor = Preprocessor.fit(
             index, self.snapshots["train"], users, hp.max_len, hp.max_event_types, activity
         )
-        self.datasets = {k: self.preprocessor.transform(index, v, users) for k, v in self.snapshots.items()}
+        self.datasets = {
+            k: self.preprocessor.transform(index, v, users) for k, v in self.snapshots.items()
+        }
         self.train_cutoffs, self.test_cutoff, self.obs_end = train_cutoffs, test_cutoff, obs_end
-        if hp.source in ("synthetic", "synthetic_sequence"):
-            oracle = self._oracle_fn(test_cutoff)[["user_id", "p_churn_oracle"]]
-            self.oracle = self.snapshots["test"][["user_id"]].merge(oracle, on="user_id", how="left")
+        if self.simulated is not None:
+            oracle = self.simulated.oracle(test_cutoff, horizon)[["user_id", "p_churn_oracle"]]
+            self.oracle = self.snapshots["test"][["user_id"]].merge(
+                oracle, on="user_id", how="left"
+            )
         self.events = events
 
     @property
@@ -172,6 +165,14 @@ class ChurnDataModule(pl.LightningDataModule):
             "input_columns": list(self.report.get("input_columns", [])),
         }
 
+    def state_dict(self) -> dict:
+        # Lightning saves this into every checkpoint (under the class name); see module.py.
+        return {PREPROCESSING_KEY: self.preprocessing_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # setup() refits the same state from the same data and seed; nothing to restore.
+        pass
+
     def describe(self) -> str:
         """One line per split: rows, users and churn rate."""
         lines = []
@@ -188,7 +189,12 @@ class ChurnDataModule(pl.LightningDataModule):
         size = hp.batch_size if shuffle else hp.eval_batch_size
         balanced = bool(hp.balanced_sampling) and split == "train"
         return make_loader(
-            self.datasets[split], size, shuffle=shuffle, seed=hp.seed, num_workers=hp.num_workers, balanced=balanced
+            self.datasets[split],
+            size,
+            shuffle=shuffle,
+            seed=hp.seed,
+            num_workers=hp.num_workers,
+            balanced=balanced,
         )
 
     def train_dataloader(self):
@@ -202,3 +208,24 @@ class ChurnDataModule(pl.LightningDataModule):
 
     def dataset(self, split: str) -> SnapshotDataset:
         return self.datasets[split]
+
+
+def split_users(
+    events: pd.DataFrame,
+    activity_event_types: Sequence[str] | None,
+    test_cutoff: int,
+    val_fraction: float,
+    test_user_fraction: float,
+    seed: int,
+) -> tuple[set, set]:
+    """Held-out test users and validation users, drawn among users active by the test cutoff.
+
+    Users whose first activity comes after the test cutoff never reach a training, validation
+    or test snapshot; drawing over them too would let later data reshuffle the split.
+    """
+    active = events.loc[activity_mask(events, activity_event_types), ["user_id", "day"]]
+    known = np.unique(active.loc[active["day"] <= test_cutoff, "user_id"].to_numpy(dtype=object))
+    shuffled = known[np.random.default_rng(seed).permutation(len(known))]
+    n_test = int(round(test_user_fraction * len(known)))
+    n_val = int(round(val_fraction * (len(known) - n_test)))
+    return set(shuffled[:n_test]), set(shuffled[n_test : n_test + n_val])

@@ -16,13 +16,28 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    average_precision_score,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 from seqchurn import metrics as M
 from seqchurn.io import atomic_write
 
 BOOT_METRICS = ("auroc", "brier", "ap_returners", "cindex")
-SCORE_COLUMNS = ("method", "auroc", "ap_churners", "ap_returners", "brier", "log_loss", "ece", "lift10", "cindex")
+SCORE_COLUMNS = (
+    "method",
+    "auroc",
+    "ap_churners",
+    "ap_returners",
+    "brier",
+    "log_loss",
+    "ece",
+    "lift10",
+    "cindex",
+)
 ECE_BINS = 15
 _DRAW_CHUNK = 64  # draws per weight matrix: bounds memory at rows x 64 floats; fixed, so draws never depend on it
 
@@ -44,7 +59,9 @@ def calibration_error(p: np.ndarray, y: np.ndarray, n_bins: int = ECE_BINS) -> f
 def _check_scores(name: str, values, n: int, what: str, unit: bool) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     if values.shape != (n,):
-        raise ValueError(f"{what} of {name!r} has shape {values.shape}, expected ({n},): one value per test row")
+        raise ValueError(
+            f"{what} of {name!r} has shape {values.shape}, expected ({n},): one value per test row"
+        )
     bad = ~np.isfinite(values)
     if bad.any():
         raise ValueError(
@@ -115,7 +132,9 @@ def score_table(
 def _cindex_or_nan(later: np.ndarray, tau: np.ndarray, observed: np.ndarray) -> float:
     try:
         return M.cindex(later, tau, observed)
-    except ZeroDivisionError:  # lifelines' answer when no pair is admissible, e.g. everything censored
+    except (
+        ZeroDivisionError
+    ):  # lifelines' answer when no pair is admissible, e.g. everything censored
         return math.nan
 
 
@@ -198,7 +217,9 @@ class _Concordance:
         self.group_died = np.bincount(key[died], minlength=n_keys) > 0
         self.levels = []
         for lo, mid, hi in _median_splits(counts):
-            node = np.searchsorted(lo, key, side="right") - 1  # node of each row at this depth, -1 if none
+            node = (
+                np.searchsorted(lo, key, side="right") - 1
+            )  # node of each row at this depth, -1 if none
             safe = np.maximum(node, 0)
             inside = (node >= 0) & (key < hi[safe])
             upper = inside & (key >= mid[safe])
@@ -216,7 +237,9 @@ class _Concordance:
             group = np.add.reduceat(w[self.key_order], self.group_starts, axis=0)  # (K, D)
             later = np.cumsum(group[::-1], axis=0)[::-1] - group  # weight of all larger keys
             pairs = (group[self.group_died] * later[self.group_died]).sum(0)
-            query = [w[left] if query_left else w[right] for left, right, _, query_left in self.levels]
+            query = [
+                w[left] if query_left else w[right] for left, right, _, query_left in self.levels
+            ]
             self._cache = (w, (pairs, query))
         return self._cache[1]
 
@@ -316,7 +339,9 @@ def weighted_metric(metric: str, score, y, weights, tau=None, observed=None):
         A float for (N,) weights, else a (D,) array (NaN where the metric is undefined).
     """
     y = _check_labels(y)
-    stat = _stat(metric, _check_scores(metric, score, len(y), "score", unit=False), y, tau, observed)
+    stat = _stat(
+        metric, _check_scores(metric, score, len(y), "score", unit=False), y, tau, observed
+    )
     w = np.asarray(weights, dtype=np.float64)
     out = stat(w[:, None] if w.ndim == 1 else w)
     return float(out[0]) if w.ndim == 1 else out
@@ -358,7 +383,11 @@ def paired_bootstrap(
         of {mean_diff, lo, hi} per cutoff from the same draws.
     """
     n_cut = len(y_by_cutoff)
-    for name, seq in (("users_by_cutoff", users_by_cutoff), ("a_by_cutoff", a_by_cutoff), ("b_by_cutoff", b_by_cutoff)):
+    for name, seq in (
+        ("users_by_cutoff", users_by_cutoff),
+        ("a_by_cutoff", a_by_cutoff),
+        ("b_by_cutoff", b_by_cutoff),
+    ):
         if len(seq) != n_cut:
             raise ValueError(f"{name} has {len(seq)} cutoffs, y_by_cutoff has {n_cut}")
     if n_cut == 0:
@@ -383,8 +412,17 @@ def paired_bootstrap(
         shared = _concordance(taus[c], obs[c], len(y)) if metric == "cindex" else None
 
         def build(arrays, who):
-            return [_stat(metric, _check_scores(f"{who} array {k}", x, len(y), f"cutoff {c}", unit=False),
-                          y, taus[c], obs[c], shared) for k, x in enumerate(arrays)]
+            return [
+                _stat(
+                    metric,
+                    _check_scores(f"{who} array {k}", x, len(y), f"cutoff {c}", unit=False),
+                    y,
+                    taus[c],
+                    obs[c],
+                    shared,
+                )
+                for k, x in enumerate(arrays)
+            ]
 
         stats_a.append(build(a_by_cutoff[c], "A"))
         stats_b.append(build(b_by_cutoff[c], "B"))
@@ -405,8 +443,12 @@ def paired_bootstrap(
     for start in range(0, n_draws, _DRAW_CHUNK):
         d = min(_DRAW_CHUNK, n_draws - start)
         picks = rng.integers(0, n_users, size=(d, n_users))
-        counts = np.bincount((picks + n_users * np.arange(d)[:, None]).ravel(), minlength=d * n_users)
-        a_val, b_val = evaluate(np.ascontiguousarray(counts.reshape(d, n_users).T, dtype=np.float64))
+        counts = np.bincount(
+            (picks + n_users * np.arange(d)[:, None]).ravel(), minlength=d * n_users
+        )
+        a_val, b_val = evaluate(
+            np.ascontiguousarray(counts.reshape(d, n_users).T, dtype=np.float64)
+        )
         diffs.append(a_val - b_val)
     per_cut = np.concatenate(diffs, axis=1)  # (C, n_draws)
     pooled = per_cut.mean(axis=0)
@@ -452,9 +494,21 @@ def reliability_plot(y: np.ndarray, preds: Mapping[str, np.ndarray], path) -> No
     for name, p in preds.items():
         p = _check_scores(name, p, len(y), "p_churn", unit=True)
         bins = np.array_split(np.argsort(p, kind="stable"), min(10, len(p)))
-        ax.plot([p[b].mean() for b in bins], [y[b].mean() for b in bins], marker="o", ms=4, lw=1.2, label=name)
-    ax.set(xlabel="mean predicted p_churn (decile)", ylabel="observed churn rate", xlim=(0, 1), ylim=(0, 1),
-           title="Reliability")
+        ax.plot(
+            [p[b].mean() for b in bins],
+            [y[b].mean() for b in bins],
+            marker="o",
+            ms=4,
+            lw=1.2,
+            label=name,
+        )
+    ax.set(
+        xlabel="mean predicted p_churn (decile)",
+        ylabel="observed churn rate",
+        xlim=(0, 1),
+        ylim=(0, 1),
+        title="Reliability",
+    )
     ax.legend(fontsize=7, loc="upper left")
     _save(fig, path)
 
@@ -462,7 +516,9 @@ def reliability_plot(y: np.ndarray, preds: Mapping[str, np.ndarray], path) -> No
 def roc_pr_plots(y: np.ndarray, preds: Mapping[str, np.ndarray], prefix: str) -> None:
     """`{prefix}_roc.png` (ROC) and `{prefix}_pr.png` (precision-recall for churners and for returners)."""
     y = _check_labels(y)
-    checked = {name: _check_scores(name, p, len(y), "p_churn", unit=True) for name, p in preds.items()}
+    checked = {
+        name: _check_scores(name, p, len(y), "p_churn", unit=True) for name, p in preds.items()
+    }
     fig, (ax,) = _figure()
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
     for name, p in checked.items():
@@ -473,21 +529,39 @@ def roc_pr_plots(y: np.ndarray, preds: Mapping[str, np.ndarray], prefix: str) ->
     _save(fig, f"{prefix}_roc.png")
 
     fig, axes = _figure(2)
-    for ax, (label, target, flip) in zip(axes, (("churners", y, False), ("returners", 1 - y, True))):
+    for ax, (label, target, flip) in zip(
+        axes, (("churners", y, False), ("returners", 1 - y, True))
+    ):
         ax.axhline(target.mean(), color="grey", lw=1, ls="--")
         for name, p in checked.items():
             score = 1 - p if flip else p
             precision, recall, _ = precision_recall_curve(target, score)
-            ax.plot(recall, precision, lw=1.2, label=f"{name} ({average_precision_score(target, score):.3f})")
-        ax.set(xlabel="recall", ylabel="precision", ylim=(0, 1.02), title=f"Precision-recall, {label} (AP)")
+            ax.plot(
+                recall,
+                precision,
+                lw=1.2,
+                label=f"{name} ({average_precision_score(target, score):.3f})",
+            )
+        ax.set(
+            xlabel="recall",
+            ylabel="precision",
+            ylim=(0, 1.02),
+            title=f"Precision-recall, {label} (AP)",
+        )
         ax.legend(fontsize=7, loc="lower left")
     _save(fig, f"{prefix}_pr.png")
 
 
 # -- README --------------------------------------------------------------------------------------
 _TABLE_METRICS = (
-    ("auroc", "AUROC"), ("ap_churners", "AP churn"), ("ap_returners", "AP return"), ("brier", "Brier"),
-    ("log_loss", "log loss"), ("ece", "ECE"), ("lift10", "lift@10%"), ("cindex", "C-index"),
+    ("auroc", "AUROC"),
+    ("ap_churners", "AP churn"),
+    ("ap_returners", "AP return"),
+    ("brier", "Brier"),
+    ("log_loss", "log loss"),
+    ("ece", "ECE"),
+    ("lift10", "lift@10%"),
+    ("cindex", "C-index"),
     ("oracle_ratio", "oracle ratio"),
 )
 
@@ -532,14 +606,20 @@ def _results_tables(results: pd.DataFrame, meta: dict) -> list[str]:
             split = [_mean_std(runs[c], 1) if c in runs else "–" for c in ("fit_s", "test_s")]
             if split != ["–", "–"]:
                 time_s += f" ({split[0]} / {split[1]})"
-            rows.append([method, str(len(runs))] + [_mean_std(runs[c]) for c, _ in metrics] + [time_s])
+            rows.append(
+                [method, str(len(runs))] + [_mean_std(runs[c]) for c, _ in metrics] + [time_s]
+            )
         d = info.get(dataset, {})
-        facts = [f"{d['n_test']:,} test customers" if "n_test" in d else None,
-                 f"churn rate {d['churn_rate']:.3f}" if "churn_rate" in d else None,
-                 f"test cutoff {d['test_cutoff']}" if "test_cutoff" in d else None]
+        facts = [
+            f"{d['n_test']:,} test customers" if "n_test" in d else None,
+            f"churn rate {d['churn_rate']:.3f}" if "churn_rate" in d else None,
+            f"test cutoff {d['test_cutoff']}" if "test_cutoff" in d else None,
+        ]
         facts = ", ".join(f for f in facts if f)
         out.append(f"#### {dataset}" + (f" ({facts})" if facts else ""))
-        out.append(_table(["method", "runs"] + [h for _, h in metrics] + ["seconds (fit / test)"], rows))
+        out.append(
+            _table(["method", "runs"] + [h for _, h in metrics] + ["seconds (fit / test)"], rows)
+        )
     return out
 
 
@@ -550,13 +630,30 @@ def _bootstrap_tables(boot: pd.DataFrame, results: pd.DataFrame) -> list[str]:
         metrics = list(part["metric"].drop_duplicates())
         keyed = {(r.method, r.reference, r.metric): r for r in part.itertuples()}
         pairs = list(dict.fromkeys(zip(part["method"], part["reference"])))
-        rows = [[m, ref] + [_interval(keyed[(m, ref, k)].mean_diff, keyed[(m, ref, k)].lo, keyed[(m, ref, k)].hi)
-                            if (m, ref, k) in keyed else "–" for k in metrics] for m, ref in pairs]
+        rows = [
+            [m, ref]
+            + [
+                _interval(
+                    keyed[(m, ref, k)].mean_diff, keyed[(m, ref, k)].lo, keyed[(m, ref, k)].hi
+                )
+                if (m, ref, k) in keyed
+                else "–"
+                for k in metrics
+            ]
+            for m, ref in pairs
+        ]
         out.append(f"#### {group}: method − reference, pooled over its test cutoffs")
         out.append(_table(["method", "reference"] + metrics, rows))
-        names = list(results.loc[results["group"] == group, "dataset"].drop_duplicates()) if "group" in results else []
-        n_cut = max((len(v) for v in part["per_cutoff"] if isinstance(v, (list, tuple))), default=0) \
-            if "per_cutoff" in part else 0
+        names = (
+            list(results.loc[results["group"] == group, "dataset"].drop_duplicates())
+            if "group" in results
+            else []
+        )
+        n_cut = (
+            max((len(v) for v in part["per_cutoff"] if isinstance(v, (list, tuple))), default=0)
+            if "per_cutoff" in part
+            else 0
+        )
         if n_cut > 1:
             names = names if len(names) == n_cut else [f"cutoff {i + 1}" for i in range(n_cut)]
             rows = []
@@ -566,7 +663,9 @@ def _bootstrap_tables(boot: pd.DataFrame, results: pd.DataFrame) -> list[str]:
                     for k in metrics:
                         pc = keyed[(m, ref, k)].per_cutoff if (m, ref, k) in keyed else None
                         ok = isinstance(pc, (list, tuple)) and len(pc) > i
-                        cells.append(_interval(pc[i]["mean_diff"], pc[i]["lo"], pc[i]["hi"]) if ok else "–")
+                        cells.append(
+                            _interval(pc[i]["mean_diff"], pc[i]["lo"], pc[i]["hi"]) if ok else "–"
+                        )
                     rows.append([m, ref, name] + cells)
             out.append(f"#### {group}: per test cutoff")
             out.append(_table(["method", "reference", "test set"] + metrics, rows))
@@ -574,7 +673,11 @@ def _bootstrap_tables(boot: pd.DataFrame, results: pd.DataFrame) -> list[str]:
 
 
 def results_markdown(
-    results: pd.DataFrame, boot: pd.DataFrame, ablation: pd.DataFrame, gaps: pd.DataFrame, meta: dict
+    results: pd.DataFrame,
+    boot: pd.DataFrame,
+    ablation: pd.DataFrame,
+    gaps: pd.DataFrame,
+    meta: dict,
 ) -> str:
     """The README results section: per-dataset metrics, bootstrap intervals, ablations, fairness gaps.
 
@@ -587,29 +690,52 @@ def results_markdown(
         meta: seeds, draws, minutes, cpus, quick, and `datasets` (dataset, n_test, churn_rate, test_cutoff).
     """
     seeds = ", ".join(str(s) for s in meta.get("seeds", []))
-    head = (f"Seeds {seeds or '–'}; {meta.get('draws', '–')} bootstrap draws; "
-            f"{_num(meta.get('minutes'), 1)} min on {meta.get('cpus', '–')} CPUs")
+    head = (
+        f"Seeds {seeds or '–'}; {meta.get('draws', '–')} bootstrap draws; "
+        f"{_num(meta.get('minutes'), 1)} min on {meta.get('cpus', '–')} CPUs"
+    )
     parts = [head + (" (quick run: small data, not the protocol)." if meta.get("quick") else ".")]
-    parts.append("Mean ± standard deviation over seeds (runs = seeds). AUROC, AP, lift, C-index and oracle ratio: "
-                 "higher is better; Brier, log loss and ECE (15 bins): lower is better.")
+    parts.append(
+        "Mean ± standard deviation over seeds (runs = seeds). AUROC, AP, lift, C-index and oracle ratio: "
+        "higher is better; Brier, log loss and ECE (15 bins): lower is better."
+    )
     if results is not None and not results.empty:
         parts += _results_tables(results, meta)
     if boot is not None and not boot.empty:
-        parts.append("### Paired customer-level bootstrap\n\nDifference of means and 95% interval; bold where it "
-                     "excludes 0. For Brier, negative means the method beats the reference.")
+        parts.append(
+            "### Paired customer-level bootstrap\n\nDifference of means and 95% interval; bold where it "
+            "excludes 0. For Brier, negative means the method beats the reference."
+        )
         parts += _bootstrap_tables(boot, results if results is not None else pd.DataFrame())
     if ablation is not None and not ablation.empty:
         parts.append("### Ablations (LSTM, one seed, cdnow@1997-12-31)")
         ref = ablation.loc[ablation["ablation"] == "default", "auroc"]
         cols = [c for c in ("auroc", "ap_returners", "brier", "ece", "cindex") if c in ablation]
-        rows = [[r["ablation"]] + [_num(r[c]) for c in cols]
-                + ([_num(r["auroc"] - ref.iloc[0], sign=True)] if len(ref) else [])
-                + [_num(r.get("seconds"), 1)] for _, r in ablation.iterrows()]
-        parts.append(_table(["ablation"] + cols + (["Δ AUROC vs default"] if len(ref) else []) + ["seconds"], rows))
+        rows = [
+            [r["ablation"]]
+            + [_num(r[c]) for c in cols]
+            + ([_num(r["auroc"] - ref.iloc[0], sign=True)] if len(ref) else [])
+            + [_num(r.get("seconds"), 1)]
+            for _, r in ablation.iterrows()
+        ]
+        parts.append(
+            _table(
+                ["ablation"] + cols + (["Δ AUROC vs default"] if len(ref) else []) + ["seconds"],
+                rows,
+            )
+        )
     if gaps is not None and not gaps.empty:
         parts.append("### Fairness: largest gap between groups")
-        rows = [[r["group_column"], r["metric"], _num(r["gap"]), f"{r['low_group']} ({_num(r['low_value'])})",
-                 f"{r['high_group']} ({_num(r['high_value'])})"] for _, r in gaps.iterrows()]
+        rows = [
+            [
+                r["group_column"],
+                r["metric"],
+                _num(r["gap"]),
+                f"{r['low_group']} ({_num(r['low_value'])})",
+                f"{r['high_group']} ({_num(r['high_value'])})",
+            ]
+            for _, r in gaps.iterrows()
+        ]
         parts.append(_table(["grouping", "metric", "gap", "lowest", "highest"], rows))
     return "\n\n".join(parts) + "\n"
 
@@ -624,7 +750,9 @@ def replace_between_markers(path, begin: str, end: str, text: str) -> None:
     found = {m: [i for i, line in enumerate(lines) if line.strip() == m] for m in (begin, end)}
     for marker, where in found.items():
         if len(where) != 1:
-            raise ValueError(f"{path}: marker line {marker!r} found {len(where)} times, expected once")
+            raise ValueError(
+                f"{path}: marker line {marker!r} found {len(where)} times, expected once"
+            )
     i, j = found[begin][0], found[end][0]
     if j < i:
         raise ValueError(f"{path}: end marker {end!r} comes before begin marker {begin!r}")

@@ -35,7 +35,9 @@ def _tertile(values: pd.Series, cutoff: pd.Series) -> np.ndarray:
     return out
 
 
-def derived_groups(events: pd.DataFrame, snaps: pd.DataFrame, users: pd.DataFrame | None = None) -> pd.DataFrame:
+def derived_groups(
+    events: pd.DataFrame, snaps: pd.DataFrame, users: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Group labels of each snapshot row from the customer's history up to its cutoff.
 
     Tertiles rather than fixed bands (e.g. < 6 months) because they fit any shop's age and
@@ -56,11 +58,17 @@ def derived_groups(events: pd.DataFrame, snaps: pd.DataFrame, users: pd.DataFram
     if "day" in events.columns:
         day = events["day"].to_numpy(np.int64)
     else:
-        day = pd.to_datetime(events["timestamp"]).to_numpy().astype("datetime64[D]").astype(np.int64)
+        day = (
+            pd.to_datetime(events["timestamp"]).to_numpy().astype("datetime64[D]").astype(np.int64)
+        )
     ids, code = np.unique(events["user_id"].to_numpy(dtype=object), return_inverse=True)
     order = np.lexsort((day, code))
     code, day = code[order], day[order]
-    amount = events["amount"].to_numpy(np.float64)[order] if "amount" in events.columns else np.zeros(len(day))
+    amount = (
+        events["amount"].to_numpy(np.float64)[order]
+        if "amount" in events.columns
+        else np.zeros(len(day))
+    )
     cum_amount = np.concatenate([[0.0], np.cumsum(amount)])
     start = np.searchsorted(code, np.arange(len(ids)), side="left")
 
@@ -78,13 +86,21 @@ def derived_groups(events: pd.DataFrame, snaps: pd.DataFrame, users: pd.DataFram
     tenure = pd.Series(np.where(has_history, cutoff - first, np.nan))
     spend = pd.Series(np.where(has_history, cum_amount[end] - cum_amount[start[where]], np.nan))
     cut = pd.Series(cutoff)
-    out = pd.DataFrame({"tenure_tertile": _tertile(tenure, cut), "spend_tertile": _tertile(spend, cut)})
+    out = pd.DataFrame(
+        {"tenure_tertile": _tertile(tenure, cut), "spend_tertile": _tertile(spend, cut)}
+    )
     if users is not None:
         attrs = [c for c in users.columns if c != "user_id"]
         table = users.drop_duplicates("user_id").set_index("user_id")[attrs]
         joined = table.reindex(pd.Index(snap_users, dtype=object))
         for col in attrs:
-            out[col] = joined[col].astype(object).where(joined[col].notna(), UNKNOWN).astype(str).to_numpy()
+            out[col] = (
+                joined[col]
+                .astype(object)
+                .where(joined[col].notna(), UNKNOWN)
+                .astype(str)
+                .to_numpy()
+            )
     return out
 
 
@@ -93,7 +109,9 @@ def _auroc(y_true, p) -> float:
     return float(roc_auc_score(y_true, p)) if len(np.unique(y_true)) == 2 else math.nan
 
 
-def fairness_report(y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, threshold: float) -> pd.DataFrame:
+def fairness_report(
+    y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, threshold: float
+) -> pd.DataFrame:
     """Per group column and value: size, churn rate, AUROC, calibration error, share flagged, TPR.
 
     Args:
@@ -108,7 +126,9 @@ def fairness_report(y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, threshol
     y = np.asarray(y).astype(np.int64)
     p = np.asarray(p, dtype=np.float64)
     if len(y) != len(p) or len(groups) != len(y):
-        raise ValueError(f"y ({len(y)}), p ({len(p)}) and groups ({len(groups)}) must have one row per customer")
+        raise ValueError(
+            f"y ({len(y)}), p ({len(p)}) and groups ({len(groups)}) must have one row per customer"
+        )
     if np.isnan(p).any():
         raise ValueError(f"p has {int(np.isnan(p).sum())} NaN value(s): score every customer first")
     flag = float(threshold)
@@ -119,13 +139,20 @@ def fairness_report(y: np.ndarray, p: np.ndarray, groups: pd.DataFrame, threshol
         "auroc": _auroc,
         "ece": lambda t, s: calibration_error(s, t),
         "flagged_share": lambda t, s: float(np.mean(np.asarray(s) >= flag)),
-        "tpr": lambda t, s: float(np.mean(np.asarray(s)[np.asarray(t) == 1] >= flag)) if np.any(np.asarray(t) == 1)
-        else math.nan,
+        "tpr": lambda t, s: (
+            float(np.mean(np.asarray(s)[np.asarray(t) == 1] >= flag))
+            if np.any(np.asarray(t) == 1)
+            else math.nan
+        ),
     }
     frames = []
     for col in groups.columns:
-        sensitive = groups[col].astype(object).where(groups[col].notna(), UNKNOWN).astype(str).to_numpy()
-        frame = MetricFrame(metrics=metrics, y_true=y, y_pred=p, sensitive_features=pd.Series(sensitive, name=col))
+        sensitive = (
+            groups[col].astype(object).where(groups[col].notna(), UNKNOWN).astype(str).to_numpy()
+        )
+        frame = MetricFrame(
+            metrics=metrics, y_true=y, y_pred=p, sensitive_features=pd.Series(sensitive, name=col)
+        )
         by = frame.by_group.reset_index().rename(columns={col: "group"})
         by.insert(0, "group_column", col)
         frames.append(by)
@@ -143,7 +170,15 @@ def largest_gaps(report: pd.DataFrame) -> pd.DataFrame:
     Returns:
         group_column, metric, gap, low_group, low_value, high_group, high_value; empty for an empty report.
     """
-    columns = ["group_column", "metric", "gap", "low_group", "low_value", "high_group", "high_value"]
+    columns = [
+        "group_column",
+        "metric",
+        "gap",
+        "low_group",
+        "low_value",
+        "high_group",
+        "high_value",
+    ]
     if report is None or report.empty or "group_column" not in report.columns:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -154,6 +189,15 @@ def largest_gaps(report: pd.DataFrame) -> pd.DataFrame:
                 rows.append([col, metric, math.nan, None, math.nan, None, math.nan])
                 continue
             lo, hi = values.idxmin(), values.idxmax()
-            rows.append([col, metric, float(values[hi] - values[lo]), part.at[lo, "group"], float(values[lo]),
-                         part.at[hi, "group"], float(values[hi])])
+            rows.append(
+                [
+                    col,
+                    metric,
+                    float(values[hi] - values[lo]),
+                    part.at[lo, "group"],
+                    float(values[lo]),
+                    part.at[hi, "group"],
+                    float(values[hi]),
+                ]
+            )
     return pd.DataFrame(rows, columns=columns)

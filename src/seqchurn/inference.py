@@ -50,7 +50,9 @@ def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> Chu
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise DataError(f"cannot load checkpoint {path}: {first}") from err
     if not model.preprocessing or "preprocessor" not in model.preprocessing:
-        raise DataError(f"checkpoint {path} has no preprocessing state; train it with scripts/train.py")
+        raise DataError(
+            f"checkpoint {path} has no preprocessing state; train it with scripts/train.py"
+        )
     return model.eval()
 
 
@@ -72,13 +74,19 @@ def check_columns(state: Mapping, present: set[str]) -> None:
     """Refuse data that lacks an optional column the model was trained with."""
     missing = [c for c in state.get("input_columns", []) if c not in present]
     if missing:
-        raise DataError(f"the model was trained with column(s) {missing} that the data lacks; it has {sorted(present)}")
+        raise DataError(
+            f"the model was trained with column(s) {missing} that the data lacks; it has {sorted(present)}"
+        )
 
 
-def prediction_columns(logits: torch.Tensor, edges: list[int], cutoff: np.ndarray) -> dict[str, np.ndarray]:
+def prediction_columns(
+    logits: torch.Tensor, edges: list[int], cutoff: np.ndarray
+) -> dict[str, np.ndarray]:
     """Hazard logits (B, K-1) -> p_churn, s_d, tau_median_days, tau_mean_days, expected_churn_date."""
     out = {"p_churn": torch.sigmoid(logits[:, 0]).double().cpu().numpy()}
-    surv = survival_curve(logits, edges, SURVIVAL_DAYS).double().cpu().numpy()  # (B, D), NaN past the edge
+    surv = (
+        survival_curve(logits, edges, SURVIVAL_DAYS).double().cpu().numpy()
+    )  # (B, D), NaN past the edge
     for j, d in enumerate(SURVIVAL_DAYS):
         out[f"s_{d}"] = surv[:, j]
     if len(edges) > 1:
@@ -89,7 +97,9 @@ def prediction_columns(logits: torch.Tensor, edges: list[int], cutoff: np.ndarra
     out["tau_median_days"] = median
     out["tau_mean_days"] = mean
     days = np.where(np.isnan(median), np.nan, cutoff + np.floor(np.nan_to_num(median)))
-    out["expected_churn_date"] = pd.to_datetime(days, unit="D").to_numpy()  # NaT where the median is empty
+    out["expected_churn_date"] = pd.to_datetime(
+        days, unit="D"
+    ).to_numpy()  # NaT where the median is empty
     return out
 
 
@@ -99,7 +109,9 @@ def expected_value_12m(rfm: pd.DataFrame, horizon_days: int) -> np.ndarray:
     The order rate is the number of activity days over the user's tenure, with the tenure
     taken as at least H days, so one first order does not read as an order a day.
     """
-    rate_per_day = rfm["frequency_days"].to_numpy() / np.maximum(rfm["tenure_days"].to_numpy(), horizon_days)
+    rate_per_day = rfm["frequency_days"].to_numpy() / np.maximum(
+        rfm["tenure_days"].to_numpy(), horizon_days
+    )
     return rfm["monetary_mean"].to_numpy() * rate_per_day * 365.0
 
 
@@ -115,7 +127,9 @@ def explainer(method: str | None, n_steps: int = 32) -> Callable | None:
     if method is None:
         return None
     if method not in EXPLAIN_METHODS:
-        raise DataError(f"unknown explain method {method!r}: use {', '.join(EXPLAIN_METHODS)} or none")
+        raise DataError(
+            f"unknown explain method {method!r}: use {', '.join(EXPLAIN_METHODS)} or none"
+        )
 
     def reasons(model, batch, preprocessor) -> tuple[list[str], str]:
         result = explain_batch(model, batch, preprocessor, method=method, n_steps=n_steps)
@@ -141,15 +155,23 @@ class Scorer:
         self.horizon = int(state["horizon_days"])
         self.model.to(self.device).eval()
         if len(self.edges) == 1:
-            warnings.warn("the model has no time-to-churn bins: only p_churn is predicted", stacklevel=2)
+            warnings.warn(
+                "the model has no time-to-churn bins: only p_churn is predicted", stacklevel=2
+            )
 
-    def score(self, events: pd.DataFrame, cutoff: int, users: pd.DataFrame | None = None) -> pd.DataFrame:
+    def score(
+        self, events: pd.DataFrame, cutoff: int, users: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
         """Cleaned events of whole users -> one row per user eligible at `cutoff` (may be empty)."""
         pre = self.preprocessor
-        activity = activity_mask(events, pre.activity_event_types) if len(events) else np.zeros(0, bool)
+        activity = (
+            activity_mask(events, pre.activity_event_types) if len(events) else np.zeros(0, bool)
+        )
         if not activity.any():
             return pd.DataFrame()
-        snaps = make_snapshots(events, [cutoff], self.horizon, None, self.edges, pre.activity_event_types)
+        snaps = make_snapshots(
+            events, [cutoff], self.horizon, None, self.edges, pre.activity_event_types
+        )
         if len(snaps) == 0:
             return pd.DataFrame()
         index = EventIndex(events, activity)
@@ -168,9 +190,12 @@ class Scorer:
         rfm = summary_features(index, codes, snaps["cutoff"].to_numpy(np.int64), [])
         out = pd.DataFrame({"user_id": snaps["user_id"].to_numpy(dtype=object)})
         out["cutoff"] = pd.to_datetime(snaps["cutoff"].to_numpy(), unit="D")
-        for name, values in prediction_columns(logits, self.edges, snaps["cutoff"].to_numpy()).items():
+        for name, values in prediction_columns(
+            logits, self.edges, snaps["cutoff"].to_numpy()
+        ).items():
             out[name] = values
-        out["value_at_risk"] = out["p_churn"].to_numpy() * expected_value_12m(rfm, self.horizon)
+        out["value_12m"] = expected_value_12m(rfm, self.horizon)
+        out["value_at_risk"] = out["p_churn"].to_numpy() * out["value_12m"].to_numpy()
         for col in (*RFM_COLUMNS, "tenure_days"):
             out[col] = rfm[col].to_numpy()
         if self.explain is not None:
@@ -195,7 +220,11 @@ def iter_scored_chunks(
     """Stream the log in chunks of whole users and yield each chunk's predictions."""
     state = scorer.model.preprocessing
     merge = state.get("merge_same_day", False) if merge_same_day is None else merge_same_day
-    total = total_rows(path) if source == "events" and path is not None and Path(path).exists() else None
+    total = (
+        total_rows(path)
+        if source == "events" and path is not None and Path(path).exists()
+        else None
+    )
     bar = tqdm(total=total, unit="rows", desc="predict", disable=not progress)
     first_day, last_day = None, None
     for chunk in iter_user_chunks(source, path, columns, chunk_rows, stream):
@@ -210,7 +239,9 @@ def iter_scored_chunks(
             yield scored
     bar.close()
     if first_day is not None and not first_day <= cutoff <= last_day:
-        raise DataError(f"cutoff {to_date(cutoff)} is outside the data ({to_date(first_day)} .. {to_date(last_day)})")
+        raise DataError(
+            f"cutoff {to_date(cutoff)} is outside the data ({to_date(first_day)} .. {to_date(last_day)})"
+        )
 
 
 def write_predictions(
@@ -250,7 +281,9 @@ def write_predictions(
         if extra is None and output.suffix.lower() != ".csv":
             os.replace(first, output)
             return n
-        _second_pass(first, final, extra, csv=output.suffix.lower() == ".csv", batch_rows=batch_rows)
+        _second_pass(
+            first, final, extra, csv=output.suffix.lower() == ".csv", batch_rows=batch_rows
+        )
         os.replace(final, output)
     finally:
         if writer is not None:
@@ -261,7 +294,9 @@ def write_predictions(
     return n
 
 
-def _second_pass(src: Path, dst: Path, extra: pd.DataFrame | None, csv: bool, batch_rows: int) -> None:
+def _second_pass(
+    src: Path, dst: Path, extra: pd.DataFrame | None, csv: bool, batch_rows: int
+) -> None:
     offset, writer = 0, None
     for batch in pq.ParquetFile(src).iter_batches(batch_size=batch_rows):
         frame = batch.to_pandas()
@@ -270,7 +305,12 @@ def _second_pass(src: Path, dst: Path, extra: pd.DataFrame | None, csv: bool, ba
             frame = pd.concat([frame, part], axis=1)
         offset += len(frame)
         if csv:
-            frame.to_csv(dst, index=False, mode="a" if offset > len(frame) else "w", header=offset == len(frame))
+            frame.to_csv(
+                dst,
+                index=False,
+                mode="a" if offset > len(frame) else "w",
+                header=offset == len(frame),
+            )
             continue
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if writer is None:
@@ -308,9 +348,21 @@ def predict_log(
     scorer = Scorer(model, device, batch_size, explainer(explain, explain_steps))
     tiers = state.get("tiers")
     chunks = iter_scored_chunks(
-        scorer, source, path, cutoff, columns, users, None, on_bad_rows, chunk_rows, stream, progress
+        scorer,
+        source,
+        path,
+        cutoff,
+        columns,
+        users,
+        None,
+        on_bad_rows,
+        chunk_rows,
+        stream,
+        progress,
     )
     if tiers:
         chunks = (c.assign(risk_tier=assign_tiers(c["p_churn"].to_numpy(), tiers)) for c in chunks)
-    rows = write_predictions(chunks, output, annotate=assign_segments, annotate_inputs=SEGMENT_INPUTS)
+    rows = write_predictions(
+        chunks, output, annotate=assign_segments, annotate_inputs=SEGMENT_INPUTS
+    )
     return {"rows": rows, "output": str(output), "cutoff": to_date(cutoff)}

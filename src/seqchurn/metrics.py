@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 import torch
 from lifelines.utils import concordance_index
+from sklearn.metrics import average_precision_score, roc_auc_score
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryCalibrationError
+
+# One definition of the calibration error: the logged val/test ece and the benchmark table both use it.
+ECE_BINS = 15
 
 
 class BrierScore(Metric):
@@ -43,7 +50,7 @@ def churn_metrics() -> MetricCollection:
             "ap": BinaryAveragePrecision(),
             "ap_returners": ReturnerAP(),
             "brier": BrierScore(),
-            "ece": BinaryCalibrationError(n_bins=10),
+            "ece": BinaryCalibrationError(n_bins=ECE_BINS),
         }
     )
 
@@ -64,10 +71,89 @@ def lift_at(p: np.ndarray, y: np.ndarray, top: float = 0.1) -> float:
 
 
 def cindex(score_later: np.ndarray, tau: np.ndarray, observed: np.ndarray) -> float:
-    """Harrell's C of a score where higher means later churn, against (tau, observed)."""
-    return float(concordance_index(np.asarray(tau, float), np.asarray(score_later, float), np.asarray(observed, bool)))
+    """Harrell's C of a score where higher means later churn, against (tau, observed).
+
+    NaN with a warning when no pair is admissible (no observed churn, or a single row).
+    """
+    tau, observed = np.asarray(tau, float), np.asarray(observed, bool)
+    try:
+        return float(concordance_index(tau, np.asarray(score_later, float), observed))
+    except ZeroDivisionError:  # lifelines' answer when no pair is admissible
+        return _undefined("C-index", "no admissible pair")
 
 
 def oracle_ratio(auroc: float, auroc_oracle: float) -> float:
     """(AUROC - 0.5) / (AUROC_oracle - 0.5): the share of the attainable lift over chance."""
     return float((auroc - 0.5) / (auroc_oracle - 0.5))
+
+
+def calibration_error(p: np.ndarray, y: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """Expected calibration error with equal-width bins, as torchmetrics' BinaryCalibrationError (l1).
+
+    Bins are [k/n, (k+1)/n) and p = 1 has a bin of its own, as torch.bucketize(right=True) puts it.
+    """
+    p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
+    if len(p) == 0:
+        return _undefined("ece", "no rows")
+    idx = np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1), p, side="right") - 1
+    gap = np.bincount(idx, weights=y - p, minlength=n_bins + 1)
+    return float(np.abs(gap).sum() / len(p))
+
+
+def _undefined(name: str, why: str) -> float:
+    warnings.warn(
+        f"{name} is undefined here ({why}): reported as NaN", UndefinedMetricWarning, stacklevel=3
+    )
+    return math.nan
+
+
+class UndefinedMetricWarning(UserWarning):
+    """A metric asked of a subset where it has no meaning (one class, no admissible pair)."""
+
+
+def auroc(p: np.ndarray, y: np.ndarray) -> float:
+    """Area under the ROC curve of p against 0/1 labels; NaN with a warning on one class."""
+    y = np.asarray(y)
+    if len(np.unique(y)) < 2:
+        return _undefined("auroc", "one class only")
+    return float(roc_auc_score(y, p))
+
+
+def average_precision(p: np.ndarray, y: np.ndarray) -> float:
+    """Average precision of p for the positive class; NaN with a warning on one class."""
+    y = np.asarray(y)
+    if len(np.unique(y)) < 2:
+        return _undefined("average precision", "one class only")
+    return float(average_precision_score(y, p))
+
+
+def report_metrics(
+    y: np.ndarray,
+    p: np.ndarray,
+    tau: np.ndarray,
+    observed: np.ndarray,
+    later: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Every report metric of one method on one snapshot (DESIGN section 8), NaN where undefined.
+
+    Args:
+        y: (N,) 0/1 churn labels; p: (N,) p_churn.
+        tau, observed: (N,) days to churn (or the censoring edge) and whether it was seen.
+        later: (N,) score where higher means later churn, for the C-index; None ranks by -p_churn.
+
+    Returns:
+        auroc, ap (churners), ap_returners (returners positive, scored by 1 - p), brier,
+        log_loss, ece (ECE_BINS equal-width bins), lift_top10 and cindex.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    return {
+        "auroc": auroc(p, y),
+        "ap": average_precision(p, y),
+        "ap_returners": average_precision(1 - p, 1 - y),
+        "brier": float(np.mean((p - y) ** 2)) if len(y) else _undefined("brier", "no rows"),
+        "log_loss": log_loss(p, y) if len(y) else _undefined("log loss", "no rows"),
+        "ece": calibration_error(p, y),
+        "lift_top10": lift_at(p, y, 0.1) if len(y) else _undefined("lift", "no rows"),
+        "cindex": cindex(-p if later is None else later, tau, observed),
+    }

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from seqchurn.data.sequences import INDEX, OBSERVED, TAU, TAU_BIN, Y
+from seqchurn.data.sequences import CUTOFF, INDEX, OBSERVED, TAU, TAU_BIN, Y
 from seqchurn.losses import hazard_nll
-from seqchurn.metrics import churn_metrics, cindex
+from seqchurn.metrics import churn_metrics
 from seqchurn.models import build_encoder
-from seqchurn.models.heads import HazardHead, hazards, tau_restricted_mean
+from seqchurn.models.heads import HazardHead
 
 
 class ChurnModule(pl.LightningModule):
@@ -55,9 +54,7 @@ class ChurnModule(pl.LightningModule):
         metrics = churn_metrics()
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
         self.preprocessing: dict | None = None
-        self._test_outputs: list[dict] = []
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Batch dict -> (B, K-1) hazard logits."""
@@ -78,48 +75,53 @@ class ChurnModule(pl.LightningModule):
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(p_churn.detach(), batch[Y].long())
         size = len(p_churn)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=size)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=size)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=size,
+        )
+        self.log_dict(
+            metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=size
+        )
         return loss, logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")[0]
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        _, logits = self._shared_step(batch, "test")
-        self._test_outputs.append(
-            {
-                INDEX: batch[INDEX].cpu(),
-                "p_churn": torch.sigmoid(logits[:, 0]).detach().cpu(),
-                "tau_mean": tau_restricted_mean(logits.detach(), self.hparams.bin_edges).cpu(),
-                TAU: batch[TAU].cpu(),
-                OBSERVED: batch[OBSERVED].cpu(),
-            }
-        )
-
-    def on_test_epoch_start(self) -> None:
-        self._test_outputs = []
-
-    def on_test_epoch_end(self) -> None:
-        out = {k: torch.cat([o[k] for o in self._test_outputs]).numpy() for k in self._test_outputs[0]}
-        # With no bin beyond bin 0 there is no time-to-churn output, so rank by -p_churn.
-        score = out["tau_mean"] if len(self.hparams.bin_edges) > 1 else -out["p_churn"]
-        self.log("test/cindex", cindex(score, out[TAU], out[OBSERVED]))
-        order = np.argsort(out[INDEX])
-        self.test_predictions = {k: v[order] for k, v in out.items()}
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        _, logits = self._shared_step(batch, "val")
+        # Callbacks (risk tiers, the survival check) read the validation predictions from here.
+        return {
+            "logits": logits.detach(),
+            **{k: batch[k] for k in (INDEX, Y, CUTOFF, TAU, OBSERVED)},
+        }
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        logits = self(batch)
-        return {INDEX: batch[INDEX], "logits": logits, "hazards": hazards(logits)}
+        return {INDEX: batch[INDEX], "logits": self(batch)}
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["preprocessing"] = self.preprocessing
+        return torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.preprocessing = checkpoint.get("preprocessing")
+        # The datamodule and the callbacks wrote what prediction needs besides the weights.
+        self.preprocessing = checkpoint_preprocessing(checkpoint)
+
+
+# Lightning stores LightningDataModule.state_dict() under the datamodule's class name.
+DATAMODULE_KEY = "ChurnDataModule"
+PREPROCESSING_KEY = "preprocessing"  # in ChurnDataModule.state_dict()
+TIERS_KEY = "tiers"  # written by callbacks.RiskTiers
+
+
+def checkpoint_preprocessing(checkpoint: dict) -> dict | None:
+    """The preprocessing state of a checkpoint, with the risk tiers fitted at validation."""
+    datamodule = checkpoint.get(DATAMODULE_KEY) or {}
+    state = datamodule.get(PREPROCESSING_KEY)
+    if state is None:
+        return None
+    return {**state, TIERS_KEY: checkpoint.get(TIERS_KEY)}

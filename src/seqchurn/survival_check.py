@@ -58,8 +58,15 @@ def km_by_risk_group(
         pred = surv_pred[sel][:, keep].mean(axis=0)
         for j, e in enumerate(edges[keep]):
             rows.append(
-                {"decile": g + 1, "edge_days": int(e), "n": int(sel.sum()), "s_pred": float(pred[j]),
-                 "s_km": float(km[j]), "km_lo": float(lo[j]), "km_hi": float(hi[j])}
+                {
+                    "decile": g + 1,
+                    "edge_days": int(e),
+                    "n": int(sel.sum()),
+                    "s_pred": float(pred[j]),
+                    "s_km": float(km[j]),
+                    "km_lo": float(lo[j]),
+                    "km_hi": float(hi[j]),
+                }
             )
     out = pd.DataFrame(rows)
     out["inside"] = (out["s_pred"] >= out["km_lo"] - 1e-9) & (out["s_pred"] <= out["km_hi"] + 1e-9)
@@ -96,7 +103,9 @@ def survival_check(
     for c in np.unique(cut):
         sel = cut == c
         m = int(censor_edge(np.array([c]), obs_end, horizon, edges)[0])
-        part = km_by_risk_group(surv_pred[sel], edges, tau[sel], observed[sel], p_churn[sel], m, n_groups)
+        part = km_by_risk_group(
+            surv_pred[sel], edges, tau[sel], observed[sel], p_churn[sel], m, n_groups
+        )
         parts.append(part.assign(cutoff=to_date(int(c))))
         by_cutoff[to_date(int(c))] = cindex(tau_mean[sel], tau[sel], observed[sel])
     table = pd.concat(parts, ignore_index=True)
@@ -116,9 +125,20 @@ def plot_survival_check(table: pd.DataFrame, path: str | Path) -> None:
     ax = fig.subplots()
     for e, part in table.groupby("edge_days"):
         err = np.vstack([part["s_km"] - part["km_lo"], part["km_hi"] - part["s_km"]]).clip(min=0)
-        ax.errorbar(part["s_pred"], part["s_km"], yerr=err, fmt="o", ms=3, alpha=0.6, label=f"P(tau > {e} d)")
+        ax.errorbar(
+            part["s_pred"],
+            part["s_km"],
+            yerr=err,
+            fmt="o",
+            ms=3,
+            alpha=0.6,
+            label=f"P(tau > {e} d)",
+        )
     ax.plot([0, 1], [0, 1], "k--", lw=1)
-    ax.set(xlabel="predicted, mean of decile", ylabel="Kaplan-Meier (95% band)",
-           title=f"time to churn by risk decile: {table['inside'].mean():.0%} inside the band")
+    ax.set(
+        xlabel="predicted, mean of decile",
+        ylabel="Kaplan-Meier (95% band)",
+        title=f"time to churn by risk decile: {table['inside'].mean():.0%} inside the band",
+    )
     ax.legend(fontsize=8)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))

@@ -2,7 +2,7 @@
 
 Time is in weeks, as in the paper. From a day-level event log, a cutoff day C is
 included whole, so the history ends at the midnight after C, the same alignment as
-`seqchurn.data.synthetic.bgnbd_oracle`.
+`seqchurn.simulate.bgnbd.bgnbd_oracle`.
 """
 
 from __future__ import annotations
@@ -81,7 +81,10 @@ def fit_bgnbd(x, t_x, T, init: Sequence[float] | None = None) -> BGNBDParams:
     res = minimize(negll, theta0, method="L-BFGS-B", options={"maxiter": 2000})
     # The gradient is numerical, so polish with a derivative-free search to tight tolerances.
     res = minimize(
-        negll, res.x, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 20000, "maxfev": 40000}
+        negll,
+        res.x,
+        method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 20000, "maxfev": 40000},
     )
     r, alpha, a, b = np.exp(res.x)
     return BGNBDParams(float(r), float(alpha), float(a), float(b), loglik=float(-res.fun * n))
@@ -94,7 +97,9 @@ def p_alive(params: BGNBDParams, x, t_x, T) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         log_odds_dead = np.where(
             x > 0,
-            np.log(a) - np.log(np.maximum(b + x - 1.0, 1e-300)) + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x)),
+            np.log(a)
+            - np.log(np.maximum(b + x - 1.0, 1e-300))
+            + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x)),
             -np.inf,
         )
     # exp of a large positive log-odds overflows; the clip keeps p_alive at an exact-enough 0.
@@ -105,7 +110,9 @@ def p_no_activity(params: BGNBDParams, x, t_x, T, horizon_weeks: float) -> np.nd
     """P(no transaction in (T, T + H]) = (1 - P_alive) + P_alive ((alpha+T)/(alpha+T+H))^(r+x)."""
     x, t_x, T = _as_arrays(x, t_x, T)
     alive = p_alive(params, x, t_x, T)
-    silent_if_alive = np.exp((params.r + x) * (np.log(params.alpha + T) - np.log(params.alpha + T + horizon_weeks)))
+    silent_if_alive = np.exp(
+        (params.r + x) * (np.log(params.alpha + T) - np.log(params.alpha + T + horizon_weeks))
+    )
     return (1.0 - alive) + alive * silent_if_alive
 
 
@@ -134,7 +141,9 @@ def rfm_summary(
 class BGNBDBaseline:
     """BG/NBD fitted without labels on the events up to a cutoff, scoring P(no activity in H days)."""
 
-    def __init__(self, activity_event_types: Sequence[str] | None = None, init: Sequence[float] | None = None):
+    def __init__(
+        self, activity_event_types: Sequence[str] | None = None, init: Sequence[float] | None = None
+    ):
         self.activity_event_types = activity_event_types
         self.init = init
         self.params: BGNBDParams | None = None

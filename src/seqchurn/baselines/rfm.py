@@ -29,7 +29,9 @@ def rfm_features(
     events: pd.DataFrame, snapshots: pd.DataFrame, activity_event_types: Sequence[str] | None = None
 ) -> np.ndarray:
     """(N, 4) raw features per snapshot row: recency, frequency (activity days), mean spend per activity day, tenure."""
-    return _summaries(events, snapshots, activity_event_types)[list(RFM_FEATURES)].to_numpy(np.float64)
+    return _summaries(events, snapshots, activity_event_types)[list(RFM_FEATURES)].to_numpy(
+        np.float64
+    )
 
 
 def recency_score(
@@ -44,7 +46,9 @@ class LogisticRFM:
 
     def __init__(self, activity_event_types: Sequence[str] | None = None, C: float = 1.0):
         self.activity_event_types = activity_event_types
-        self.pipeline: Pipeline = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000))
+        self.pipeline: Pipeline = make_pipeline(
+            StandardScaler(), LogisticRegression(C=C, max_iter=1000)
+        )
 
     def fit(self, events: pd.DataFrame, train_snapshots: pd.DataFrame) -> "LogisticRFM":
         """Fit on snapshots with a `y` column (1 = churned)."""

@@ -28,10 +28,17 @@ KINDS = ("logreg", "rf", "lgbm", "lgbm_untuned")
 LOGREG_C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 RF_DEPTH_GRID = (4, 6, 8, 12)
 # Early-stopped LightGBM: a small learning rate so the validation curve, not the step size, picks the size.
-LGBM_TUNED = {"learning_rate": 0.02, "num_leaves": 15, "min_data_in_leaf": 100, "feature_fraction": 0.8}
+LGBM_TUNED = {
+    "learning_rate": 0.02,
+    "num_leaves": 15,
+    "min_data_in_leaf": 100,
+    "feature_fraction": 0.8,
+}
 LGBM_MAX_ROUNDS = 3000
 LGBM_PATIENCE = 200
-LGBM_UNTUNED_ROUNDS = 100  # LGBMClassifier's default n_estimators, with its default lr 0.1 and 31 leaves
+LGBM_UNTUNED_ROUNDS = (
+    100  # LGBMClassifier's default n_estimators, with its default lr 0.1 and 31 leaves
+)
 
 
 def holdout_users(events: pd.DataFrame, val_fraction: float = 0.15, split_seed: int = 0) -> set:
@@ -96,23 +103,35 @@ class SummaryBaseline:
         self.fit_seconds_ = float("nan")
 
     # -- features ---------------------------------------------------------------------------
-    def _raw(self, events: pd.DataFrame, snapshots: pd.DataFrame, fit_types: bool = False) -> pd.DataFrame:
+    def _raw(
+        self, events: pd.DataFrame, snapshots: pd.DataFrame, fit_types: bool = False
+    ) -> pd.DataFrame:
         index = EventIndex(events, activity_mask(events, self.activity_event_types))
         user_ids = snapshots["user_id"].to_numpy(dtype=object)
         codes = index.user_codes(user_ids)
         if len(codes) and (
-            (codes >= len(index.users)).any() or (index.users[np.minimum(codes, len(index.users) - 1)] != user_ids).any()
+            (codes >= len(index.users)).any()
+            or (index.users[np.minimum(codes, len(index.users) - 1)] != user_ids).any()
         ):
             raise DataError("snapshots name users that are not in the event log")
         cutoffs = snapshots["cutoff"].to_numpy(np.int64)
-        if fit_types:  # the Preprocessor's vocabulary: most frequent types among the last events, ties by name
-            types, counts = np.unique(last_events(index, codes, cutoffs, self.max_len).event_type.astype(str), return_counts=True)
-            self.count_types_ = [str(t) for t in types[np.lexsort((types, -counts))][: self.max_event_types]]
+        if (
+            fit_types
+        ):  # the Preprocessor's vocabulary: most frequent types among the last events, ties by name
+            types, counts = np.unique(
+                last_events(index, codes, cutoffs, self.max_len).event_type.astype(str),
+                return_counts=True,
+            )
+            self.count_types_ = [
+                str(t) for t in types[np.lexsort((types, -counts))][: self.max_event_types]
+            ]
         return summary_features(index, codes, cutoffs, self.count_types_)
 
     def _matrix(self, raw: pd.DataFrame) -> np.ndarray:
         x = raw.to_numpy(np.float64)
-        if self.kind == "logreg":  # the networks' scaling: log1p, then standardized on training rows
+        if (
+            self.kind == "logreg"
+        ):  # the networks' scaling: log1p, then standardized on training rows
             return self.scaler_.transform(np.log1p(np.clip(x, 0, None)))
         return x
 
@@ -136,36 +155,56 @@ class SummaryBaseline:
         check_label_windows(train_snapshots, test_cutoff, self.horizon_days, "training")
         if val_snapshots is None:
             if self.kind != "lgbm_untuned":
-                raise ValueError(f"kind={self.kind!r} is tuned on validation snapshots: pass val_snapshots")
+                raise ValueError(
+                    f"kind={self.kind!r} is tuned on validation snapshots: pass val_snapshots"
+                )
         else:
             check_label_windows(val_snapshots, test_cutoff, self.horizon_days, "validation")
         raw = self._raw(events, train_snapshots, fit_types=True)
         self.feature_names_ = list(raw.columns)
         y = train_snapshots["y"].to_numpy(np.int64)
         if self.kind == "logreg":
-            self.scaler_ = StandardScaler().fit(np.log1p(np.clip(raw.to_numpy(np.float64), 0, None)))
+            self.scaler_ = StandardScaler().fit(
+                np.log1p(np.clip(raw.to_numpy(np.float64), 0, None))
+            )
         x = self._matrix(raw)
         if val_snapshots is not None and self.kind != "lgbm_untuned":
             x_val = self._matrix(self._raw(events, val_snapshots))
             y_val = val_snapshots["y"].to_numpy(np.int64)
             if len(np.unique(y_val)) < 2:
-                raise DataError("the validation snapshots hold a single class: AUROC cannot tune anything")
+                raise DataError(
+                    "the validation snapshots hold a single class: AUROC cannot tune anything"
+                )
         if self.kind == "logreg":
-            self._fit_grid("C", LOGREG_C_GRID, lambda c: LogisticRegression(C=c, max_iter=5000), x, y, x_val, y_val)
+            self._fit_grid(
+                "C",
+                LOGREG_C_GRID,
+                lambda c: LogisticRegression(C=c, max_iter=5000),
+                x,
+                y,
+                x_val,
+                y_val,
+            )
         elif self.kind == "rf":
             self._fit_grid("max_depth", RF_DEPTH_GRID, self._forest, x, y, x_val, y_val)
         elif self.kind == "lgbm":
             self._fit_lgbm(x, y, x_val, y_val)
         else:
             params = self._lgbm_params({})
-            self.model_ = lgb.train(params, lgb.Dataset(x, y, free_raw_data=True), num_boost_round=LGBM_UNTUNED_ROUNDS)
+            self.model_ = lgb.train(
+                params, lgb.Dataset(x, y, free_raw_data=True), num_boost_round=LGBM_UNTUNED_ROUNDS
+            )
             self.best_params_ = {"num_boost_round": LGBM_UNTUNED_ROUNDS}
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
     def _forest(self, depth: int) -> RandomForestClassifier:
         return RandomForestClassifier(
-            n_estimators=200, max_depth=depth, min_samples_leaf=20, n_jobs=self.num_threads, random_state=self.seed
+            n_estimators=200,
+            max_depth=depth,
+            min_samples_leaf=20,
+            n_jobs=self.num_threads,
+            random_state=self.seed,
         )
 
     def _fit_grid(self, name, grid, build, x, y, x_val, y_val) -> None:
@@ -203,7 +242,10 @@ class SummaryBaseline:
             num_boost_round=LGBM_MAX_ROUNDS,
             valid_sets=[val],
             valid_names=["val"],
-            callbacks=[lgb.early_stopping(LGBM_PATIENCE, verbose=False), lgb.record_evaluation(curve)],
+            callbacks=[
+                lgb.early_stopping(LGBM_PATIENCE, verbose=False),
+                lgb.record_evaluation(curve),
+            ],
         )
         self.val_scores_ = {i + 1: float(s) for i, s in enumerate(curve["val"]["auc"])}
         self.best_params_ = {"num_boost_round": int(self.model_.best_iteration)}

@@ -37,7 +37,9 @@ def read_table(path: str | Path, usecols: list[str] | None = None) -> pd.DataFra
             return pads.dataset(path, format="parquet").to_table(columns=usecols).to_pandas()
         if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
             sep = "\t" if ".tsv" in name else ","
-            return pd.read_csv(path, sep=sep, usecols=usecols, dtype={c: str for c in usecols or []})
+            return pd.read_csv(
+                path, sep=sep, usecols=usecols, dtype={c: str for c in usecols or []}
+            )
     except (ValueError, KeyError, OSError) as err:  # pyarrow's errors derive from these
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"cannot read {path}: {first}") from err
@@ -63,7 +65,9 @@ def read_cdnow(path: str | Path | None = None) -> pd.DataFrame:
     )
     expected = {"customer_id", "date", "number_of_cds", "dollar_value"}
     if not expected <= set(frame.columns):
-        raise DataError(f"not a CDNOW file: expected columns {sorted(expected)}, found {list(frame.columns)}")
+        raise DataError(
+            f"not a CDNOW file: expected columns {sorted(expected)}, found {list(frame.columns)}"
+        )
     return pd.DataFrame(
         {
             "user_id": frame["customer_id"],
@@ -80,12 +84,18 @@ def rename_columns(frame: pd.DataFrame, columns: Mapping[str, str] | None) -> pd
     columns = {k: v for k, v in dict(columns or {}).items() if v is not None}
     unknown = set(columns) - set(CONTRACT_COLUMNS)
     if unknown:
-        raise DataError(f"unknown contract column(s) in data.columns: {sorted(unknown)}; use {list(CONTRACT_COLUMNS)}")
+        raise DataError(
+            f"unknown contract column(s) in data.columns: {sorted(unknown)}; use {list(CONTRACT_COLUMNS)}"
+        )
     missing = [src for src in columns.values() if src not in frame.columns]
     if missing:
-        raise DataError(f"column(s) {missing} named in data.columns are missing from the file; it has {list(frame.columns)}")
+        raise DataError(
+            f"column(s) {missing} named in data.columns are missing from the file; it has {list(frame.columns)}"
+        )
     inverse = {src: dst for dst, src in columns.items()}
-    kept = [c for c in frame.columns if c in inverse or (c in CONTRACT_COLUMNS and c not in columns)]
+    kept = [
+        c for c in frame.columns if c in inverse or (c in CONTRACT_COLUMNS and c not in columns)
+    ]
     return frame[kept].rename(columns=inverse)
 
 
@@ -119,7 +129,10 @@ def clean_events(
     if len(frame) == 0:
         raise DataError("the event log has no rows")
     # optional columns the data really has: a model trained with them needs them at prediction
-    report = {"rows_read": int(len(frame)), "input_columns": [c for c in CONTRACT_COLUMNS[2:] if c in frame.columns]}
+    report = {
+        "rows_read": int(len(frame)),
+        "input_columns": [c for c in CONTRACT_COLUMNS[2:] if c in frame.columns],
+    }
 
     user = frame["user_id"]
     ts_raw = frame["timestamp"]
@@ -151,7 +164,11 @@ def clean_events(
         before = len(out)
         out = (
             out.groupby(["user_id", "day", "event_type"], sort=False, as_index=False)
-            .agg(timestamp=("timestamp", "min"), amount=("amount", "sum"), quantity=("quantity", "sum"))
+            .agg(
+                timestamp=("timestamp", "min"),
+                amount=("amount", "sum"),
+                quantity=("quantity", "sum"),
+            )
             .sort_values(["user_id", "timestamp"], kind="stable")
             .reset_index(drop=True)
         )
@@ -190,7 +207,9 @@ def _parse_timestamps(raw: pd.Series, valid: np.ndarray, header_lines: int) -> p
     return ts
 
 
-def _non_negative(frame: pd.DataFrame, col: str, valid: np.ndarray, header_lines: int) -> np.ndarray:
+def _non_negative(
+    frame: pd.DataFrame, col: str, valid: np.ndarray, header_lines: int
+) -> np.ndarray:
     if col not in frame.columns:
         return np.zeros(len(frame))
     values = pd.to_numeric(frame[col], errors="coerce")
@@ -200,8 +219,29 @@ def _non_negative(frame: pd.DataFrame, col: str, valid: np.ndarray, header_lines
     values = values.fillna(0.0).to_numpy(dtype=np.float64)
     negative = (values < 0) & valid
     if negative.any():
-        raise DataError(f"{int(negative.sum())} negative {col} value(s), first at line(s) {_line_numbers(negative, header_lines)}")
+        raise DataError(
+            f"{int(negative.sum())} negative {col} value(s), first at line(s) {_line_numbers(negative, header_lines)}"
+        )
     return values
+
+
+SOURCES = ("cdnow", "events")
+
+
+def read_raw(
+    source: str, path: str | Path | None, columns: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """The one reader of `data.source`: "cdnow" (shipped copy unless `path`) or "events" (CSV/Parquet).
+
+    Returns raw rows under the contract column names, not yet validated.
+    """
+    if source == "cdnow":
+        return read_cdnow(path)
+    if source != "events":
+        raise DataError(f"unknown data source {source!r}: use one of {list(SOURCES)}")
+    if path is None:
+        raise DataError("data.path is required for data=events (a CSV or Parquet file)")
+    return rename_columns(read_table(path), columns)
 
 
 def load_events(
@@ -211,27 +251,26 @@ def load_events(
     on_bad_rows: str = "raise",
     merge_same_day: bool = False,
 ) -> tuple[pd.DataFrame, dict]:
-    """Read and clean an event log: `source` is "cdnow" (shipped copy unless `path`) or "events" (CSV/Parquet)."""
-    if source == "cdnow":
-        raw = read_cdnow(path)
-    elif source == "events":
-        if path is None:
-            raise DataError("data.path is required for data=events (a CSV or Parquet file)")
-        raw = rename_columns(read_table(path), columns)
-    else:
-        raise DataError(f"unknown data source {source!r}: use 'cdnow' or 'events'")
+    """Read (`read_raw`) and clean (`clean_events`) an event log."""
+    raw = read_raw(source, path, columns)
     return clean_events(raw, on_bad_rows=on_bad_rows, merge_same_day=merge_same_day)
 
 
-def read_users(path: str | Path, user_column: str = "user_id", attributes: list[str] | None = None) -> pd.DataFrame:
+def read_users(
+    path: str | Path, user_column: str = "user_id", attributes: list[str] | None = None
+) -> pd.DataFrame:
     """Read the optional static user table: `user_id` plus categorical attribute columns as strings."""
     table = read_table(path)
     if user_column not in table.columns:
-        raise DataError(f"user table {path} has no column {user_column!r}; it has {list(table.columns)}")
+        raise DataError(
+            f"user table {path} has no column {user_column!r}; it has {list(table.columns)}"
+        )
     attributes = list(attributes) if attributes else [c for c in table.columns if c != user_column]
     missing = [c for c in attributes if c not in table.columns]
     if missing:
-        raise DataError(f"user table {path} lacks attribute column(s) {missing}; it has {list(table.columns)}")
+        raise DataError(
+            f"user table {path} lacks attribute column(s) {missing}; it has {list(table.columns)}"
+        )
     out = pd.DataFrame({"user_id": _user_ids(table[user_column])})
     for col in attributes:
         out[col] = table[col].astype("string").fillna("").astype(object)

@@ -59,21 +59,42 @@ class EventIndex:
         act_key = self.key[self.activity]
         self.act_key, first = np.unique(act_key, return_index=True)
         self.act_day = self.act_key % self.span + self.base
-        act_amount = self.amount[self.activity]
-        self.act_spend_cum = np.concatenate([[0.0], np.cumsum(act_amount)])[np.append(first, len(act_key))]
+        bounds = np.append(first, len(act_key))
+        # Each activity day's spend is summed over that day's rows alone, so it never depends
+        # on other users' events (a running sum over the whole log would, in its last bits).
+        self.act_spend = window_sums(self.amount[self.activity], bounds[:-1], bounds[1:])
         self.act_code = self.act_key // self.span
 
     def user_codes(self, user_ids: np.ndarray) -> np.ndarray:
         """Codes of the given users (each must be in the log)."""
         return np.searchsorted(self.users, user_ids)
 
-    def end_index(self, codes: np.ndarray, day: np.ndarray, keys: np.ndarray | None = None) -> np.ndarray:
+    def end_index(
+        self, codes: np.ndarray, day: np.ndarray, keys: np.ndarray | None = None
+    ) -> np.ndarray:
         """One past the last row with day <= `day` for each user, in the event array (or in `keys`)."""
         keys = self.key if keys is None else keys
-        return np.searchsorted(keys, codes * self.span + (np.asarray(day) - self.base), side="right")
+        return np.searchsorted(
+            keys, codes * self.span + (np.asarray(day) - self.base), side="right"
+        )
 
 
-def last_events(index: EventIndex, codes: np.ndarray, cutoffs: np.ndarray, max_len: int) -> RaggedEvents:
+def window_sums(values: np.ndarray, begin: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """sum(values[begin[i]:end[i]]) for each i, each window summed on its own rows only (0 if empty)."""
+    begin, end = np.asarray(begin, np.int64), np.asarray(end, np.int64)
+    out = np.zeros(len(begin))
+    full = end > begin
+    if full.any():
+        padded = np.append(np.asarray(values, np.float64), 0.0)
+        # reduceat sums each [start, next index) slice sequentially: pairs (begin, end) give windows.
+        pairs = np.stack([begin[full], end[full]], axis=1).ravel()
+        out[full] = np.add.reduceat(padded, pairs)[::2]
+    return out
+
+
+def last_events(
+    index: EventIndex, codes: np.ndarray, cutoffs: np.ndarray, max_len: int
+) -> RaggedEvents:
     """The last `max_len` events on or before each cutoff, with their numeric channels."""
     end = index.end_index(codes, cutoffs)
     begin = np.maximum(index.start[codes], end - max_len)
@@ -89,7 +110,13 @@ def last_events(index: EventIndex, codes: np.ndarray, cutoffs: np.ndarray, max_l
     cutoff_end_ns = (cutoffs[owner] + 1) * NS_PER_DAY  # a cutoff includes its whole day
     before = (cutoff_end_ns - ts) / NS_PER_DAY
     numeric = np.stack(
-        [np.log1p(index.amount[rows]), np.log1p(index.quantity[rows]), np.log1p(gap), np.log1p(before)], axis=1
+        [
+            np.log1p(index.amount[rows]),
+            np.log1p(index.quantity[rows]),
+            np.log1p(gap),
+            np.log1p(before),
+        ],
+        axis=1,
     ).astype(np.float32)
     return RaggedEvents(event_type=index.event_type[rows], numeric=numeric, offsets=offsets)
 
@@ -103,11 +130,13 @@ def summary_features(
     act_start = np.searchsorted(index.act_code, codes, side="left")
     freq = act_end - act_start
     if (freq <= 0).any():
-        raise ValueError("summary_features needs users with at least one activity day on or before the cutoff")
+        raise ValueError(
+            "summary_features needs users with at least one activity day on or before the cutoff"
+        )
     last = index.act_day[act_end - 1]
     first = index.act_day[act_start]
     prev = np.where(freq > 1, index.act_day[np.maximum(act_end - 2, 0)], last)
-    spend = index.act_spend_cum[act_end] - index.act_spend_cum[act_start]
+    spend = window_sums(index.act_spend, act_start, act_end)
     out = {
         "recency_days": cutoffs - last,
         "frequency_days": freq,
@@ -118,15 +147,13 @@ def summary_features(
         "last_gap_days": last - prev,
     }
 
-    # Windowed counts per type and spend: prefix sums over the sorted log, differenced at window bounds.
+    # Windowed counts per type (exact integer prefix sums) and spend (each window summed alone).
     end = index.end_index(codes, cutoffs)
-    amount_cum = np.concatenate([[0.0], np.cumsum(index.amount * index.activity)])
-    type_cum = {
-        t: np.concatenate([[0], np.cumsum(index.event_type == t)]) for t in count_types
-    }
+    activity_amount = index.amount * index.activity
+    type_cum = {t: np.concatenate([[0], np.cumsum(index.event_type == t)]) for t in count_types}
     for w in WINDOWS:
         begin = index.end_index(codes, cutoffs - w)
         for t in count_types:
             out[f"count_{t}_{w}d"] = type_cum[t][end] - type_cum[t][begin]
-        out[f"spend_{w}d"] = amount_cum[end] - amount_cum[begin]
+        out[f"spend_{w}d"] = window_sums(activity_amount, begin, end)
     return pd.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in out.items()})

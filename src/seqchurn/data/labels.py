@@ -13,7 +13,14 @@ import pandas as pd
 
 from seqchurn.errors import DataError
 
-DEFAULT_BIN_EDGES = (0, 30, 60, 90, 180, 365)  # finite upper edges; bin 0 = {tau = 0}, last bin open
+DEFAULT_BIN_EDGES = (
+    0,
+    30,
+    60,
+    90,
+    180,
+    365,
+)  # finite upper edges; bin 0 = {tau = 0}, last bin open
 
 
 def to_day(value) -> int:
@@ -41,15 +48,21 @@ def activity_mask(events: pd.DataFrame, activity_event_types: Sequence[str] | No
     types = list(activity_event_types)
     present = set(events["event_type"].unique())
     if not present & set(types):
-        raise DataError(f"none of data.activity_event_types {types} occurs in the data; its types are {sorted(present)}")
+        raise DataError(
+            f"none of data.activity_event_types {types} occurs in the data; its types are {sorted(present)}"
+        )
     return events["event_type"].isin(types).to_numpy()
 
 
-def merge_bins(bin_edges: Sequence[int], train_cutoffs: Iterable[int], obs_end: int, horizon: int) -> list[int]:
+def merge_bins(
+    bin_edges: Sequence[int], train_cutoffs: Iterable[int], obs_end: int, horizon: int
+) -> list[int]:
     """Drop finite edges that no training snapshot can observe, merging their bins into the open last bin."""
     reach = max(obs_end - horizon - c for c in train_cutoffs)
     if reach < 0:
-        raise DataError("no training cutoff has its label window inside the training period (C + H > test cutoff)")
+        raise DataError(
+            "no training cutoff has its label window inside the training period (C + H > test cutoff)"
+        )
     edges = [int(e) for e in bin_edges if e <= reach]
     if not edges or edges[0] != 0 or list(bin_edges)[0] != 0:
         raise DataError(f"bin edges must start at 0 (the churn bin), got {list(bin_edges)}")
@@ -68,7 +81,9 @@ def censor_edge(cutoff: np.ndarray, obs_end: int, horizon: int, edges: Sequence[
     return np.asarray(edges)[np.clip(idx, 0, None)]
 
 
-def month_end_cutoffs(first_day: int, test_cutoff: int, horizon: int, skip_months: int = 2) -> list[int]:
+def month_end_cutoffs(
+    first_day: int, test_cutoff: int, horizon: int, skip_months: int = 2
+) -> list[int]:
     """Month ends from the third month of the log on, each with C + H <= the test cutoff."""
     first = pd.Timestamp(to_date(first_day)).to_period("M") + skip_months
     last = pd.Timestamp(to_date(test_cutoff - horizon)).to_period("M")
@@ -101,7 +116,9 @@ def make_snapshots(
     cutoffs = np.asarray(sorted({int(c) for c in cutoffs}), dtype=np.int64)
     if obs_end is not None and (cutoffs + horizon > obs_end).any():
         bad = to_date(int(cutoffs[cutoffs + horizon > obs_end][0]))
-        raise DataError(f"cutoff {bad} + {horizon} days passes the observation end {to_date(obs_end)}: its labels are unknown")
+        raise DataError(
+            f"cutoff {bad} + {horizon} days passes the observation end {to_date(obs_end)}: its labels are unknown"
+        )
     act = events.loc[activity_mask(events, activity_event_types), ["user_id", "day"]]
     if obs_end is not None:
         act = act[act["day"] <= obs_end]
@@ -155,4 +172,6 @@ def check_cutoff_in_data(events: pd.DataFrame, cutoff: int, what: str = "cutoff"
     """Refuse a cutoff before the first or after the last day of the log."""
     first, last = int(events["day"].min()), int(events["day"].max())
     if not first <= cutoff <= last:
-        raise DataError(f"{what} {to_date(cutoff)} is outside the data ({to_date(first)} .. {to_date(last)})")
+        raise DataError(
+            f"{what} {to_date(cutoff)} is outside the data ({to_date(first)} .. {to_date(last)})"
+        )

@@ -85,7 +85,10 @@ class Preprocessor:
         static_vocab = {}
         if static_columns:
             seen = users[users["user_id"].isin(snapshots["user_id"].unique())]
-            static_vocab = {c: {str(v): i + 1 for i, v in enumerate(sorted(seen[c].unique()))} for c in static_columns}
+            static_vocab = {
+                c: {str(v): i + 1 for i, v in enumerate(sorted(seen[c].unique()))}
+                for c in static_columns
+            }
         return cls(
             vocab=vocab,
             summary_names=list(raw.columns),
@@ -105,13 +108,17 @@ class Preprocessor:
         """Snapshots -> tensors; labels are carried over when the snapshots have them."""
         missing = [c for c in self.static_columns if users is None or c not in users.columns]
         if missing:
-            raise DataError(f"the model was trained with user attribute(s) {missing} that the data lacks")
+            raise DataError(
+                f"the model was trained with user attribute(s) {missing} that the data lacks"
+            )
         codes, cutoffs = _codes_and_cutoffs(index, snapshots)
         ragged = last_events(index, codes, cutoffs, self.max_len)
         ids = pd.Series(ragged.event_type).map(self.vocab).fillna(OOV_ID).to_numpy(np.int64)
         numeric = (ragged.numeric - np.float32(self.numeric_mean)) / np.float32(self.numeric_std)
         raw = summary_features(index, codes, cutoffs, self.count_types)
-        summary = (np.log1p(np.clip(raw.to_numpy(), 0, None)) - self.summary_mean) / self.summary_std
+        summary = (
+            np.log1p(np.clip(raw.to_numpy(), 0, None)) - self.summary_mean
+        ) / self.summary_std
         static = np.zeros((len(snapshots), len(self.static_columns)), dtype=np.int64)
         if self.static_columns:
             attrs = snapshots[["user_id"]].merge(users, on="user_id", how="left")
@@ -147,7 +154,10 @@ class Preprocessor:
 def _codes_and_cutoffs(index: EventIndex, snapshots: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     user_ids = snapshots["user_id"].to_numpy(dtype=object)
     codes = index.user_codes(user_ids)
-    if len(user_ids) and (np.any(codes >= len(index.users)) or np.any(index.users[np.minimum(codes, len(index.users) - 1)] != user_ids)):
+    if len(user_ids) and (
+        np.any(codes >= len(index.users))
+        or np.any(index.users[np.minimum(codes, len(index.users) - 1)] != user_ids)
+    ):
         raise ValueError("snapshots name users that are not in the event log")
     return codes, snapshots["cutoff"].to_numpy(np.int64)
 
@@ -216,7 +226,12 @@ class BucketBatchSampler(Sampler):
             _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
             self.weights = 1.0 / counts[inverse]
             self.weights /= self.weights.sum()
-        self.batch_size, self.shuffle, self.seed, self.pool = batch_size, shuffle, seed, pool_batches
+        self.batch_size, self.shuffle, self.seed, self.pool = (
+            batch_size,
+            shuffle,
+            seed,
+            pool_batches,
+        )
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -234,7 +249,9 @@ class BucketBatchSampler(Sampler):
         for i in range(0, n, pool):
             chunk = perm[i : i + pool]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
+            batches += [
+                chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)
+            ]
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def _shard(self, batches: list) -> list:
@@ -260,7 +277,13 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader whose items are whole padded batches drawn by length bucket (class-balanced on request)."""
     labels = dataset.labels[Y].numpy() if balanced else None
-    sampler = BucketBatchSampler(dataset.lengths, batch_size, shuffle=shuffle, seed=seed, balance_labels=labels)
+    sampler = BucketBatchSampler(
+        dataset.lengths, batch_size, shuffle=shuffle, seed=seed, balance_labels=labels
+    )
     return DataLoader(
-        dataset, sampler=sampler, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0
+        dataset,
+        sampler=sampler,
+        batch_size=None,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
     )

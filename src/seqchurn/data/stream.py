@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from seqchurn.data.events import read_cdnow, read_table, rename_columns
+from seqchurn.data.events import read_raw, rename_columns
 from seqchurn.errors import DataError
 
 
@@ -37,7 +37,9 @@ def _source_column(columns: Mapping[str, str] | None, name: str) -> str:
     return dict(columns or {}).get(name, name)
 
 
-def _raw_batches(path: Path, chunk_rows: int, usecols: list[str] | None = None) -> Iterator[pd.DataFrame]:
+def _raw_batches(
+    path: Path, chunk_rows: int, usecols: list[str] | None = None
+) -> Iterator[pd.DataFrame]:
     if _is_parquet(path):
         file = pq.ParquetFile(path)
         for batch in file.iter_batches(batch_size=chunk_rows, columns=usecols):
@@ -58,7 +60,9 @@ def total_rows(path: str | Path) -> int | None:
     return pq.ParquetFile(path).metadata.num_rows if _is_parquet(path) else None
 
 
-def is_sorted_by_user(path: str | Path, columns: Mapping[str, str] | None, chunk_rows: int = 1_000_000) -> bool:
+def is_sorted_by_user(
+    path: str | Path, columns: Mapping[str, str] | None, chunk_rows: int = 1_000_000
+) -> bool:
     """Whether the user column never decreases; reads that one column only."""
     user = _source_column(columns, "user_id")
     last = None
@@ -89,39 +93,45 @@ def iter_user_chunks(
         stream: True streams (the file must be sorted by user), False reads whole, "auto" streams
             a file whose user column is sorted and reads anything else whole.
     """
-    if source == "cdnow":
-        yield RawChunk(read_cdnow(path), 1)
-        return
-    if source != "events":
-        raise DataError(f"unknown data source {source!r}: use 'cdnow' or 'events'")
-    if path is None:
-        raise DataError("data.path is required for data=events (a CSV or Parquet file)")
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"event log {path} not found")
-    if path.is_dir():
-        for fragment in pads.dataset(path, format="parquet").get_fragments():
-            yield RawChunk(rename_columns(fragment.to_table().to_pandas(), columns), 1)
-        return
-    if stream == "auto":
-        stream = is_sorted_by_user(path, columns)
-    if not stream:
-        yield RawChunk(rename_columns(read_table(path), columns), 1)
-        return
-    yield from _stream_sorted(path, columns, chunk_rows)
+    file = Path(path) if source == "events" and path is not None else None
+    if file is not None and file.is_dir():
+        yield from _fragments(file, columns)
+    elif (
+        file is not None
+        and file.is_file()
+        and stream is not False
+        and (stream is True or is_sorted_by_user(file, columns))
+    ):
+        yield from _stream_sorted(file, columns, chunk_rows)
+    else:  # read whole: CDNOW, an unsorted file, and every missing-file or unknown-source error
+        yield RawChunk(read_raw(source, path, columns), 1)
 
 
-def _stream_sorted(path: Path, columns: Mapping[str, str] | None, chunk_rows: int) -> Iterator[RawChunk]:
+def _fragments(path: Path, columns: Mapping[str, str] | None) -> Iterator[RawChunk]:
+    """A Parquet dataset partitioned by user, one fragment at a time."""
+    for fragment in pads.dataset(path, format="parquet").get_fragments():
+        yield RawChunk(rename_columns(fragment.to_table().to_pandas(), columns), 1)
+
+
+def _stream_sorted(
+    path: Path, columns: Mapping[str, str] | None, chunk_rows: int
+) -> Iterator[RawChunk]:
     carry: pd.DataFrame | None = None
     line = 1 if _is_parquet(path) else 2  # CSV line 1 is the header
     last_user = None
     for batch in _raw_batches(path, chunk_rows):
         batch = rename_columns(batch, columns)
         if "user_id" not in batch.columns:
-            raise DataError(f"missing required column 'user_id'; the data has {list(batch.columns)}")
+            raise DataError(
+                f"missing required column 'user_id'; the data has {list(batch.columns)}"
+            )
         u = batch["user_id"].to_numpy()
-        if len(u) and ((last_user is not None and u[0] < last_user) or bool((u[1:] < u[:-1]).any())):
-            raise DataError(f"{path} is not sorted by user; sort it, or set stream=false to read it whole")
+        if len(u) and (
+            (last_user is not None and u[0] < last_user) or bool((u[1:] < u[:-1]).any())
+        ):
+            raise DataError(
+                f"{path} is not sorted by user; sort it, or set stream=false to read it whole"
+            )
         if len(u):
             last_user = u[-1]
         frame = batch if carry is None else pd.concat([carry, batch], ignore_index=True)

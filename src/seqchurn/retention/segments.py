@@ -13,12 +13,13 @@ the same population gives the same segments however it was chunked or shuffled.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 
+from seqchurn.data.features import EventIndex, summary_features
 from seqchurn.data.labels import activity_mask
 from seqchurn.errors import DataError
 
@@ -48,7 +49,9 @@ _GRID = {
     2: ("Hibernating", "Hibernating", "At risk", "At risk", "Can't lose them"),
     1: ("Lost", "Hibernating", "At risk", "At risk", "Can't lose them"),
 }
-_SEGMENT_LOOKUP = np.array([[_GRID[r][fm - 1] for fm in range(1, 6)] for r in range(1, 6)], dtype=object)  # (R, FM)
+_SEGMENT_LOOKUP = np.array(
+    [[_GRID[r][fm - 1] for fm in range(1, 6)] for r in range(1, 6)], dtype=object
+)  # (R, FM)
 
 
 def quintile_score(values: np.ndarray, higher_is_better: bool = True) -> np.ndarray:
@@ -82,13 +85,17 @@ def rfm_segment(r: np.ndarray, f: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 def log_rfm(recency_days, frequency, monetary) -> np.ndarray:
     """Standardized log1p(R, F, M), (N, 3); a constant column stays at 0."""
-    x = np.log1p(np.maximum(np.stack([recency_days, frequency, monetary], axis=1).astype(np.float64), 0.0))
+    x = np.log1p(
+        np.maximum(np.stack([recency_days, frequency, monetary], axis=1).astype(np.float64), 0.0)
+    )
     std = x.std(axis=0)
     return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
 
 
-def silhouette_scores(x: np.ndarray, labelings: Sequence[np.ndarray], chunk: int = 512) -> list[float]:
-    """Mean silhouette of each labeling of the same points, sharing one pass over pairwise distances.
+def silhouette_scores(
+    x: np.ndarray, labelings: Sequence[np.ndarray], chunk: int = 512
+) -> list[float]:
+    """Mean silhouette of each labeling of the same points, in one pass over pairwise distances.
 
     Equals sklearn's `silhouette_score` (singletons score 0), but the (chunk, N) distance
     block is computed once and reduced for every k at once with one matrix product.
@@ -123,7 +130,12 @@ def silhouette_scores(x: np.ndarray, labelings: Sequence[np.ndarray], chunk: int
 
 
 def kmeans_clusters(
-    x: np.ndarray, k_min: int = 2, k_max: int = 8, silhouette_sample: int = 20_000, seed: int = 0, n_init: int = 4
+    x: np.ndarray,
+    k_min: int = 2,
+    k_max: int = 8,
+    silhouette_sample: int = 20_000,
+    seed: int = 0,
+    n_init: int = 4,
 ) -> tuple[np.ndarray, dict]:
     """K-means labels of the rows of `x` (N, D), k chosen by silhouette on a seeded sample.
 
@@ -139,11 +151,15 @@ def kmeans_clusters(
         raise DataError(f"segments.silhouette_sample must be at least 3, got {silhouette_sample}")
     n = len(x)
     rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(n, size=silhouette_sample, replace=False)) if n > silhouette_sample else np.arange(n)
+    idx = (
+        np.sort(rng.choice(n, size=silhouette_sample, replace=False))
+        if n > silhouette_sample
+        else np.arange(n)
+    )
     sample = x[idx]
     distinct = len(np.unique(sample, axis=0)) if len(sample) else 0
     ks = [k for k in range(k_min, k_max + 1) if k <= min(distinct, len(sample) - 1)]
-    info: dict = {"k": 1, "silhouette": {}, "sample": int(len(sample))}
+    info: dict = {"k": 1, "silhouette": {}, "sample": len(sample)}
     if not ks:  # too few distinct users to cluster: one cluster
         return np.zeros(n, dtype=np.int64), info
     fits = [KMeans(k, n_init=n_init, random_state=seed).fit(sample) for k in ks]
@@ -159,7 +175,11 @@ def kmeans_clusters(
 
 
 def assign_segments(
-    frame: pd.DataFrame, k_min: int = 2, k_max: int = 8, silhouette_sample: int = 20_000, seed: int = 0
+    frame: pd.DataFrame,
+    k_min: int = 2,
+    k_max: int = 8,
+    silhouette_sample: int = 20_000,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """`segment` (named RFM segment) and `cluster` (K-means id) of every row of `frame`.
 
@@ -184,13 +204,17 @@ def assign_segments(
     freq = sorted_frame["frequency_days"].to_numpy(np.float64)
     money = sorted_frame["monetary_mean"].to_numpy(np.float64) * freq
     if not (np.isfinite(rec).all() and np.isfinite(freq).all() and np.isfinite(money).all()):
-        raise DataError("segments need finite recency, frequency and monetary values for every user")
+        raise DataError(
+            "segments need finite recency, frequency and monetary values for every user"
+        )
     r, f, m = rfm_scores(rec, freq, money)
     segment = np.empty(n, dtype=object)
     cluster = np.empty(n, dtype=np.int64)
     segment[order] = rfm_segment(r, f, m)
     if n:
-        labels, _ = kmeans_clusters(log_rfm(rec, freq, money), k_min, k_max, silhouette_sample, seed)
+        labels, _ = kmeans_clusters(
+            log_rfm(rec, freq, money), k_min, k_max, silhouette_sample, seed
+        )
         cluster[order] = labels
     return pd.DataFrame({"segment": segment, "cluster": cluster})
 
@@ -200,23 +224,18 @@ def rfm_from_events(
 ) -> pd.DataFrame:
     """Per-user `recency_days`, `frequency_days`, `monetary_mean` at day C from cleaned events.
 
-    Frequency counts activity days and the mean is spend per activity day, as the summary
-    features of the models do; sorted by user.
+    The summary features of the models (data/features.py): frequency counts activity days
+    and the mean is spend per activity day. One row per user active on or before C, sorted.
     """
-    act = events.loc[
-        activity_mask(events, activity_event_types) & (events["day"].to_numpy() <= cutoff_day),
-        ["user_id", "day", "amount"],
-    ]
-    if not len(act):
+    active = activity_mask(events, activity_event_types)
+    users = np.unique(events.loc[active & (events["day"].to_numpy() <= cutoff_day), "user_id"])
+    if not len(users):
         raise DataError("no activity on or before the cutoff: nothing to segment")
-    g = act.groupby("user_id", sort=True).agg(last=("day", "max"), days=("day", "nunique"), spend=("amount", "sum"))
+    index = EventIndex(events, active)
+    cutoffs = np.full(len(users), cutoff_day, dtype=np.int64)
+    features = summary_features(index, index.user_codes(users), cutoffs, count_types=())
     return pd.DataFrame(
-        {
-            "user_id": g.index.to_numpy(),
-            "recency_days": (cutoff_day - g["last"]).to_numpy(np.float64),
-            "frequency_days": g["days"].to_numpy(np.float64),
-            "monetary_mean": (g["spend"] / g["days"]).to_numpy(np.float64),
-        }
+        {"user_id": users, **{c: features[c].to_numpy() for c in SEGMENT_INPUTS[1:]}}
     )
 
 
@@ -230,13 +249,19 @@ def segment_table(
             label y (observed churn rate) or p_churn (expected churn rate).
 
     Returns:
-        One row per group, largest first: `users`, `share`, `churn_rate`, `value_mean`, `value_total`.
+        One row per group, largest first: `users`, `share`, `churn_rate`, `value_mean`,
+        `value_total`.
     """
     missing = [c for c in (by, churn, value) if c not in frame.columns]
     if missing:
-        raise DataError(f"segment table needs column(s) {missing}; the frame has {list(frame.columns)}")
+        raise DataError(
+            f"segment table needs column(s) {missing}; the frame has {list(frame.columns)}"
+        )
     g = frame.groupby(by, sort=True).agg(
-        users=(churn, "size"), churn_rate=(churn, "mean"), value_mean=(value, "mean"), value_total=(value, "sum")
+        users=(churn, "size"),
+        churn_rate=(churn, "mean"),
+        value_mean=(value, "mean"),
+        value_total=(value, "sum"),
     )
     g.insert(1, "share", g["users"] / max(len(frame), 1))
     return g.sort_values("users", ascending=False, kind="stable").reset_index()

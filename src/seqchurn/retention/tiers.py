@@ -1,4 +1,4 @@
-"""Risk tiers and the cost-based warning threshold, fitted on validation predictions (DESIGN section 7).
+"""Risk tiers and the cost-based warning threshold, fitted on validation predictions (DESIGN 7).
 
 `fit_tiers` runs at train time on the validation split's (p_churn, y) and returns a plain
 dict (lists, floats, strings: JSON- and pickle-able) that goes into the checkpoint;
@@ -8,13 +8,15 @@ keys of `retention.tiers` in conf/retention/default.yaml, so `fit_tiers(p, y, **
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from seqchurn.errors import DataError
 
 TIER_METHODS = ("quantile", "cutpoints")
+# The keys of `retention.tiers` that say how to cut (the cost keys only set the threshold).
+CUT_SETTINGS = ("method", "names", "top_shares", "cutpoints")
 
 
 def _check_probs(p: np.ndarray, what: str) -> np.ndarray:
@@ -44,31 +46,55 @@ def tier_cutpoints(
         cuts = [float(c) for c in cutpoints]
         if len(cuts) != len(names) - 1 or any(not 0 <= c <= 1 for c in cuts):
             raise DataError(
-                f"retention.tiers.cutpoints needs {len(names) - 1} probabilities for tiers {names}, got {cuts}"
+                f"retention.tiers.cutpoints needs {len(names) - 1} probabilities for tiers "
+                f"{names}, got {cuts}"
             )
     elif method == "quantile":
         shares = [float(s) for s in top_shares]
         if len(shares) != len(names) - 1 or any(not 0 < s < 1 for s in shares):
             raise DataError(
-                f"retention.tiers.top_shares needs {len(names) - 1} shares in (0, 1) for tiers {names}, got {shares}"
+                f"retention.tiers.top_shares needs {len(names) - 1} shares in (0, 1) for tiers "
+                f"{names}, got {shares}"
             )
         if np.any(np.diff(shares) <= 0):
-            raise DataError(f"retention.tiers.top_shares are cumulative and must increase, got {shares}")
+            raise DataError(
+                f"retention.tiers.top_shares are cumulative and must increase, got {shares}"
+            )
         p = _check_probs(p, "p_churn")
         if not len(p):
             raise DataError("no predictions to fit quantile tiers on")
         cuts = [float(np.quantile(p, 1.0 - s, method="higher")) for s in shares]
     else:
-        raise DataError(f"unknown retention.tiers.method {method!r}: use {' or '.join(TIER_METHODS)}")
+        raise DataError(
+            f"unknown retention.tiers.method {method!r}: use {' or '.join(TIER_METHODS)}"
+        )
     if np.any(np.diff(cuts) > 0):
-        raise DataError(f"tier cut-points must not increase from the first tier to the last, got {cuts}")
+        raise DataError(
+            f"tier cut-points must not increase from the first tier to the last, got {cuts}"
+        )
     return cuts
 
 
-def _tier_index(p: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
+def tier_index(p: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
     """Tier id per user, 0 = highest risk: the number of cut-points strictly above p."""
     neg = -np.asarray(cuts, dtype=np.float64)  # ascending
     return np.searchsorted(neg, -np.asarray(p, dtype=np.float64), side="left")
+
+
+def cut_tiers(
+    p: np.ndarray,
+    method: str = "quantile",
+    names: Sequence[str] = ("high", "medium", "low"),
+    top_shares: Sequence[float] = (0.1, 0.3),
+    cutpoints: Sequence[float] = (0.8, 0.5),
+) -> np.ndarray:
+    """Tier name of each probability, the cut-points taken from these `p` themselves.
+
+    For predictions without fitted tiers; the arguments are the `CUT_SETTINGS` of
+    `retention.tiers` (see `tier_cutpoints`). Returns (N,) object array of str.
+    """
+    cuts = tier_cutpoints(p, method, names=names, top_shares=top_shares, cutpoints=cutpoints)
+    return np.asarray(list(names), dtype=object)[tier_index(p, cuts)]
 
 
 def cost_threshold(p: np.ndarray, y: np.ndarray, cost_missed: float, cost_action: float) -> float:
@@ -99,7 +125,7 @@ def fit_tiers(
     cost_missed: float = 50.0,
     cost_action: float = 5.0,
 ) -> dict:
-    """Tier cut-points and the cost threshold from validation predictions, with their precision and recall.
+    """Tier cut-points and the cost threshold from validation predictions, with precision, recall.
 
     Args:
         p_val: (N,) validation p_churn.
@@ -126,10 +152,12 @@ def fit_tiers(
     if not np.isin(y, (0.0, 1.0)).all():
         raise DataError("y_val must be 0/1 churn labels")
     if cost_missed <= 0 or cost_action < 0:
-        raise DataError(f"need cost_missed > 0 and cost_action >= 0, got {cost_missed} and {cost_action}")
+        raise DataError(
+            f"need cost_missed > 0 and cost_action >= 0, got {cost_missed} and {cost_action}"
+        )
     names = [str(n) for n in names]
     cuts = tier_cutpoints(p, method, names, top_shares, cutpoints)
-    tier = _tier_index(p, cuts)
+    tier = tier_index(p, cuts)
     churners = max(float(y.sum()), 1.0)
     tiers, cum_n, cum_pos = [], 0, 0.0
     for i, name in enumerate(names):
@@ -162,7 +190,7 @@ def fit_tiers(
         "threshold_recall": float(y[flagged].sum() / churners),
         "threshold_share": float(flagged.mean()),
         "base_rate": float(y.mean()),
-        "n_val": int(len(p)),
+        "n_val": len(p),
         "tiers": tiers,
     }
 
@@ -179,4 +207,4 @@ def assign_tiers(p: np.ndarray, state: Mapping) -> np.ndarray:
         ) from err
     if len(cuts) != len(names) - 1:
         raise DataError(f"the tier state has {len(names)} names but {len(cuts)} cut-points")
-    return names[_tier_index(p, cuts)]
+    return names[tier_index(p, cuts)]

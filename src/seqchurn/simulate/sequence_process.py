@@ -96,7 +96,9 @@ def no_purchase_table(p_mult=SEQUENCE_PARAMS["p_mult"], k_max: int = K_MAX) -> n
 
 def _mass(a, b, t0, delta):
     """G(a, b) = integral of exp(-delta (t - T0)) over (a, b); b - a when delta = 0."""
-    a, b, t0, delta = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (a, b, t0, delta)))
+    a, b, t0, delta = np.broadcast_arrays(
+        *(np.asarray(v, dtype=np.float64) for v in (a, b, t0, delta))
+    )
     out = b - a
     fad = delta > 0
     d = delta[fad]
@@ -209,7 +211,14 @@ def simulate_sequence(
         }
     )
     truth = pd.DataFrame(
-        {"user_id": ids, "T0_days": t0, "lam0": lam0, "fading": fading, "mu": mu, "death_days": death}
+        {
+            "user_id": ids,
+            "T0_days": t0,
+            "lam0": lam0,
+            "fading": fading,
+            "mu": mu,
+            "death_days": death,
+        }
     )
     return events, truth
 
@@ -218,7 +227,11 @@ def _history(events: pd.DataFrame, cutoff, start) -> dict:
     """Events on or before day C as sorted arrays with the observable state before/after each."""
     start_ts = pd.Timestamp(start)
     try:
-        day = pd.Timestamp(np.datetime64(int(cutoff), "D")) if isinstance(cutoff, (int, np.integer)) else pd.Timestamp(cutoff)
+        day = (
+            pd.Timestamp(np.datetime64(int(cutoff), "D"))
+            if isinstance(cutoff, (int, np.integer))
+            else pd.Timestamp(cutoff)
+        )
     except (ValueError, TypeError) as err:
         raise DataError(f"cannot read cutoff {cutoff!r} as a date (use YYYY-MM-DD)") from err
     t_c = (day.normalize() + pd.Timedelta(days=1) - start_ts) / pd.Timedelta(days=1)
@@ -229,7 +242,9 @@ def _history(events: pd.DataFrame, cutoff, start) -> dict:
     seen = t < t_c
     if pd.isna(x[seen]).any():
         bad = sorted(set(events["event_type"][seen][pd.isna(x[seen])]))
-        raise DataError(f"event types {bad} are not part of the sequence process {list(EVENT_TYPES)}")
+        raise DataError(
+            f"event types {bad} are not part of the sequence process {list(EVENT_TYPES)}"
+        )
     uid = events["user_id"].to_numpy(dtype=object)[seen]
     t, x = t[seen], x[seen].astype(np.int64)
     # Hash-based codes: np.unique on an object array sorts strings, the slowest step here.
@@ -239,7 +254,9 @@ def _history(events: pd.DataFrame, cutoff, start) -> dict:
     starts = np.searchsorted(ucode, np.arange(len(users)))
     ends = np.append(starts[1:], len(t)) - 1
     if (x[starts] != P).any():
-        raise DataError("every user's first event must be a purchase (the process starts with one at T0)")
+        raise DataError(
+            "every user's first event must be a purchase (the process starts with one at T0)"
+        )
     rows = np.arange(len(t))
     # Mood = complaints since the last purchase or refund, capped at 2.
     n_c = np.cumsum(x == C)
@@ -248,8 +265,18 @@ def _history(events: pd.DataFrame, cutoff, start) -> dict:
     first = np.zeros(len(t), dtype=bool)
     first[starts] = True
     state_before = np.where(first, 3 * P, np.roll(state_after, 1))
-    return {"users": users, "ucode": ucode, "t": t, "x": x, "t_c": t_c, "starts": starts, "ends": ends,
-            "first": first, "state_before": state_before, "state_after": state_after}
+    return {
+        "users": users,
+        "ucode": ucode,
+        "t": t,
+        "x": x,
+        "t_c": t_c,
+        "starts": starts,
+        "ends": ends,
+        "first": first,
+        "state_before": state_before,
+        "state_after": state_after,
+    }
 
 
 def _cum_within(values: np.ndarray, starts: np.ndarray, ucode: np.ndarray) -> np.ndarray:
@@ -275,7 +302,9 @@ def _settled(u: np.ndarray) -> np.ndarray:
     return u[: settled[0] + 1]
 
 
-def _no_purchase_given_alive(r: float, n: np.ndarray, p: np.ndarray, state: np.ndarray, u: np.ndarray) -> np.ndarray:
+def _no_purchase_given_alive(
+    r: float, n: np.ndarray, p: np.ndarray, state: np.ndarray, u: np.ndarray
+) -> np.ndarray:
     """Q = sum_k NB(k; r + n, p) u[k, state], the mass beyond K getting u[K].
 
     The shape r + n takes one value per event count n, so log Gamma(r + n + k) is a lookup
@@ -289,8 +318,13 @@ def _no_purchase_given_alive(r: float, n: np.ndarray, p: np.ndarray, state: np.n
     out = np.empty(len(n))
     for lo in range(0, len(n), 4096):
         nn, q, s = n[lo : lo + 4096], p[lo : lo + 4096, None], state[lo : lo + 4096]
-        log_pmf = (lgam[nn[:, None] + k_all] - lgam[nn][:, None] - lfact
-                   + (r + nn[:, None]) * np.log(q) + k_all * np.log1p(-q))
+        log_pmf = (
+            lgam[nn[:, None] + k_all]
+            - lgam[nn][:, None]
+            - lfact
+            + (r + nn[:, None]) * np.log(q)
+            + k_all * np.log1p(-q)
+        )
         pmf = np.exp(log_pmf)
         tail = np.clip(1.0 - pmf.sum(axis=1), 0.0, None)
         out[lo : lo + 4096] = (pmf * u[:, s].T).sum(axis=1) + tail * u[-1, s]
@@ -346,7 +380,11 @@ def sequence_oracle(
             f"{EVENT_TYPES[s_prev[bad] // 3]}, which the sequence process never emits"
         )
     # log S_j = sum_{i<=j} log pi_i + sum_{i<j} log(1 - D_i), within each user.
-    log_s = _cum_within(log_pi, starts, ucode) + _cum_within(np.log1p(-d_row), starts, ucode) - np.log1p(-d_row)
+    log_s = (
+        _cum_within(log_pi, starts, ucode)
+        + _cum_within(np.log1p(-d_row), starts, ucode)
+        - np.log1p(-d_row)
+    )
     suffix_q = _cum_within(log_q, starts, ucode)[ends][ucode] - _cum_within(log_q, starts, ucode)
     rows = np.arange(len(t))
     j_min = np.maximum.accumulate(np.where((x == P) | (x == R) | (x == C), rows, 0))[ends]
@@ -363,12 +401,22 @@ def sequence_oracle(
         log_c = np.log(prior) + log_g + gammaln(r + n) - gammaln(r) + r * np.log(alpha)
         big_b = alpha + _mass(t0, t_c, t0, delta)
         log_alive = log_c + log_s[ends] + np.log1p(-d_row[ends]) - (r + n) * np.log(big_b)
-        b_dead = alpha + _mass(t0[ucode], t, t0[ucode], delta) + rho * _mass(t, t_c, t0[ucode], delta)
-        log_dead_j = (log_c[ucode] + log_s + np.log(d_row) + n_after * np.log(rho) + suffix_q
-                      - (r + n[ucode]) * np.log(b_dead))
+        b_dead = (
+            alpha + _mass(t0[ucode], t, t0[ucode], delta) + rho * _mass(t, t_c, t0[ucode], delta)
+        )
+        log_dead_j = (
+            log_c[ucode]
+            + log_s
+            + np.log(d_row)
+            + n_after * np.log(rho)
+            + suffix_q
+            - (r + n[ucode]) * np.log(b_dead)
+        )
         log_dead = _segment_logsumexp(np.where(can_die, log_dead_j, -np.inf), starts, ucode)
         future = _mass(t_c, t_c + horizon_days, t0, delta)
-        q_h = _no_purchase_given_alive(r, ends - starts, big_b / (big_b + future), hs["state_after"][ends], u)
+        q_h = _no_purchase_given_alive(
+            r, ends - starts, big_b / (big_b + future), hs["state_after"][ends], u
+        )
         with np.errstate(divide="ignore"):
             num_terms += [log_dead, log_alive + np.log(q_h)]
         den_terms += [log_dead, log_alive]
@@ -376,8 +424,12 @@ def sequence_oracle(
     p_churn = np.exp(np.logaddexp.reduce(num_terms, axis=0) - log_den)
     p_alive = np.exp(np.logaddexp.reduce(den_terms[1::2], axis=0) - log_den)
     return pd.DataFrame(
-        {"user_id": hs["users"], "p_churn_oracle": p_churn, "p_alive": p_alive,
-         "mood": hs["state_after"][ends] % 3}
+        {
+            "user_id": hs["users"],
+            "p_churn_oracle": p_churn,
+            "p_alive": p_alive,
+            "mood": hs["state_after"][ends] % 3,
+        }
     )
 
 
@@ -407,4 +459,6 @@ def sequence_clairvoyant(
     pmf = np.exp(k * np.log(mean[:, None]) - mean[:, None] - gammaln(k + 1))
     s = hs["state_after"][hs["ends"]]
     q = (pmf * u[:, s].T).sum(axis=1) + np.clip(1.0 - pmf.sum(axis=1), 0.0, None) * u[-1, s]
-    return pd.DataFrame({"user_id": hs["users"], "p_churn_clairvoyant": np.where(alive, q, 1.0), "alive": alive})
+    return pd.DataFrame(
+        {"user_id": hs["users"], "p_churn_clairvoyant": np.where(alive, q, 1.0), "alive": alive}
+    )

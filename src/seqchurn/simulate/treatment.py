@@ -1,4 +1,4 @@
-"""A known treatment effect for the synthetic BG/NBD customers (DESIGN section 7, campaign evaluation).
+"""A known treatment effect for the synthetic BG/NBD customers (DESIGN 7, campaign evaluation).
 
 `simulate_potential_outcomes` continues the BG/NBD process of `simulate_bgnbd` from the
 plan date C, for every customer eligible at C, twice from the same random draws: once
@@ -14,16 +14,21 @@ purchase's dropout compares one shared uniform with p or the lowered p, so the t
 differ only where the treatment acts. The true average effect on the treated is then the
 mean of (treated - untreated) outcomes of the users that get the action.
 
-Time runs in weeks since `start`, as in data/synthetic.py; the window is days (C, C+H],
+Time runs in weeks since `start`, as in simulate/bgnbd.py; the window is days (C, C+H],
 i.e. weeks [t_C, t_C + H/7) with t_C the midnight after day C.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
+from seqchurn.data.labels import to_day
 from seqchurn.errors import DataError
+from seqchurn.io import read_user_table, write_table
+from seqchurn.simulate.bgnbd import simulate_bgnbd
 
 _NS_PER_WEEK = 7 * 86_400 * 10**9
 EVENT_COLUMNS = ("user_id", "timestamp", "event_type", "amount", "quantity")
@@ -104,7 +109,9 @@ def simulate_potential_outcomes(
 
     rows_user, rows_t, rows_amt, rows_in0, rows_in1 = [], [], [], [], []
     t_last = np.full(n, t_c)  # memoryless: the next purchase after C is an exponential gap away
-    play = np.flatnonzero(alive1)  # alive1 contains alive0, so these are all users who can still buy
+    play = np.flatnonzero(
+        alive1
+    )  # alive1 contains alive0, so these are all users who can still buy
     while play.size:
         with np.errstate(divide="ignore"):  # lambda may underflow to 0: never buys
             t_next = t_last[play] + rng.standard_exponential(play.size) / lam[play]
@@ -159,7 +166,9 @@ def simulate_potential_outcomes(
     return outcomes, post
 
 
-def observed_events(events: pd.DataFrame, post: pd.DataFrame, cutoff_day: int, treated_users) -> pd.DataFrame:
+def observed_events(
+    events: pd.DataFrame, post: pd.DataFrame, cutoff_day: int, treated_users
+) -> pd.DataFrame:
     """The log the shop sees: history up to day C, then each user's world (treated or not).
 
     Returns contract columns, sorted by user and time.
@@ -183,3 +192,65 @@ def true_effect(outcomes: pd.DataFrame, treated_users) -> dict:
         "value": float((o["value_treated"] - o["value_untreated"]).mean()),
         "saved_value": float((o["value_treated"] - o["value_untreated"]).sum()),
     }
+
+
+STEPS = ("history", "outcome")
+
+
+def simulate_campaign(
+    step: str,
+    out: str,
+    customers: Mapping,
+    actions: Mapping[str, Mapping],
+    cutoff: str,
+    horizon_days: int,
+    outcome_seed: int,
+    plan: str | None = None,
+) -> str:
+    """Write the shop's log of synthetic customers before (`history`) or after (`outcome`) a plan.
+
+    Both steps regenerate the same customers. `outcome` continues them after the plan date in
+    two worlds from the same draws; a treated customer of the plan (group "treated") who had
+    dropped out comes back with the acceptance of their planned action.
+
+    Args:
+        step: "history" or "outcome".
+        out: the event log to write (.csv, or .parquet).
+        customers: keyword arguments of `simulate_bgnbd` (the `data.synthetic` node).
+        actions: `retention.actions`, read for each action's `acceptance`.
+        cutoff: the plan date.
+        horizon_days: H of the window after it.
+        outcome_seed: seed of the window's draws.
+        plan: scripts/plan.py's output (step outcome).
+
+    Returns:
+        One line that says what was written; for `outcome`, with the true effect on the
+        treated, which the evaluation's interval should cover.
+    """
+    if step not in STEPS:
+        raise DataError(f"step must be one of {list(STEPS)}, got {step!r}")
+    # the node also names the DataModule's log builder; the truth table needs the generator
+    params = {k: v for k, v in customers.items() if k != "_target_"}
+    events, truth = simulate_bgnbd(**params)
+    c = to_day(cutoff)
+    if step == "history":
+        hist = events.loc[_day_of(events["timestamp"]) <= c, list(EVENT_COLUMNS)]
+        write_table(hist, out)
+        users = hist["user_id"].nunique()
+        return f"{len(hist)} events of {users} customers up to {cutoff} -> {out}"
+    if plan is None:
+        raise DataError("step=outcome needs plan=PLAN.parquet")
+    planned = read_user_table(plan, ("group", "planned_action"), what="the plan")
+    acceptance = {name: float(spec["acceptance"]) for name, spec in actions.items()}
+    rescue = planned.set_index("user_id")["planned_action"].map(acceptance).fillna(0.0)
+    outcomes, post = simulate_potential_outcomes(
+        events, truth, c, horizon_days, rescue_prob=rescue, seed=outcome_seed, start=params["start"]
+    )
+    treated = planned.loc[planned["group"] == "treated", "user_id"]
+    effect = true_effect(outcomes, treated)
+    write_table(observed_events(events, post, c, treated), out)
+    return (
+        f"true effect on the {effect['n_treated']} treated: churn {effect['churn']:+.4f}, "
+        f"window value per user {effect['value']:+.2f}, "
+        f"saved value {effect['saved_value']:.2f} -> {out}"
+    )

@@ -125,9 +125,7 @@ def simulate_bgnbd(
             "event_label": labels[pick],
         }
     )
-    truth = pd.DataFrame(
-        {"user_id": ids, "T0_weeks": t0, "lam": lam, "p": p, "death_week": death}
-    )
+    truth = pd.DataFrame({"user_id": ids, "T0_weeks": t0, "lam": lam, "p": p, "death_week": death})
     return events, truth
 
 
