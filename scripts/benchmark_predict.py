@@ -74,9 +74,9 @@ def run_predict(ckpt: Path, log: Path, out_dir: Path, device: str, explain: str)
         f"data.path={log}",
         "cutoff=2021-03-31",
         f"output={out_dir / 'pred.parquet'}",
-        "progress=false",
-        f"trainer.accelerator={device}",
-        f"explain={explain}",
+        "scoring.progress=false",
+        f"scoring.accelerator={device}",
+        f"scoring.explain={explain}",
         f"hydra.run.dir={out_dir}",
     ]
     t0 = time.perf_counter()

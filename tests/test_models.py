@@ -133,3 +133,9 @@ def test_registry():
     assert set(ENCODERS) == {"logistic", "lstm", "transformer"}
     with pytest.raises(ValueError, match="logistic"):
         build_encoder("gru", n_event_types=3, n_numeric=4, n_summary=2)
+    with pytest.raises(ValueError, match="dotted path"):
+        build_encoder("collections.OrderedDict", n_event_types=3, n_numeric=4, n_summary=2)
+    by_path = build_encoder(
+        "seqchurn.models.lstm.LSTMEncoder", n_event_types=3, n_numeric=4, n_summary=2
+    )
+    assert type(by_path) is ENCODERS["lstm"]

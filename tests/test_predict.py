@@ -55,7 +55,8 @@ def trained(tmp_path_factory):
 
 def _predict(ckpt, log, out, **kw):
     kw.setdefault("progress", False)
-    return predict_log(ckpt_path=ckpt, source="events", path=str(log), output=out, **kw)
+    data = {"source": "events", "path": str(log), "columns": None}
+    return predict_log(ckpt_path=ckpt, data=data, output=out, **kw)
 
 
 def test_predictions_equal_the_trained_module_and_have_every_column(trained, tmp_path):
@@ -162,7 +163,7 @@ def _cli(tmp_path, *args):
         sys.executable,
         str(ROOT / "scripts" / "predict.py"),
         f"hydra.run.dir={tmp_path / 'run'}",
-        "progress=false",
+        "scoring.progress=false",
         *args,
     ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
@@ -214,7 +215,7 @@ def test_bad_input_exits_2_with_one_line_and_no_output(trained, tmp_path, case):
     elif case == "cutoff_outside":
         args.append("cutoff=2030-01-01")
     elif case == "bad_accelerator":
-        args.append("trainer.accelerator=tpu")
+        args.append("scoring.accelerator=tpu")
     proc = _cli(tmp_path, *args)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]

@@ -18,12 +18,8 @@ import pytest
 from scipy import integrate, special
 from sklearn.metrics import roc_auc_score
 
-from seqchurn.simulate.sequence_process import (
-    EVENT_TYPES,
-    sequence_clairvoyant,
-    sequence_oracle,
-    simulate_sequence,
-)
+from seqchurn.simulate.sequence_oracle import sequence_clairvoyant, sequence_oracle
+from seqchurn.simulate.sequence_process import EVENT_TYPES, simulate_sequence
 from seqchurn.errors import DataError
 from seqchurn.train import train
 

@@ -66,6 +66,16 @@ def test_fast_dev_run(make_cfg, model):
     )
 
 
+def test_an_encoder_outside_the_package_trains_through_config_alone(make_cfg):
+    """The 'add an encoder' recipe: a dotted path in model.encoder, no edit to the package."""
+    overrides = ["model=lstm", "model.encoder=toy_encoder.MeanPoolEncoder", "debug=fdr", *SMALL]
+    cfg = make_cfg([*overrides, "~model.encoder_kwargs", "+model.encoder_kwargs.d_model=4"])
+    metrics, objects = train(cfg)
+    assert type(objects["model"].encoder).__name__ == "MeanPoolEncoder"
+    assert objects["model"].encoder.out_dim == 4 + objects["model"].encoder.user.out_dim
+    assert "test/auroc" in metrics
+
+
 def _fit(make_cfg, model="logistic", extra=()):
     return train(make_cfg([f"model={model}", *SMALL, "trainer.max_epochs=2", *extra]))
 

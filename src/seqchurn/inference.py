@@ -21,12 +21,13 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from seqchurn.data.events import clean_events
+from seqchurn.data.events import clean_events, read_users
 from seqchurn.data.features import EventIndex, summary_features
 from seqchurn.data.labels import activity_mask, make_snapshots, to_date, to_day
 from seqchurn.data.sequences import INDEX, Preprocessor, make_loader
 from seqchurn.data.stream import iter_user_chunks, total_rows
 from seqchurn.errors import DataError
+from seqchurn.io import atomic_write, scratch_file
 from seqchurn.explain import explain_batch
 from seqchurn.models.heads import survival_curve, tau_median, tau_restricted_mean
 from seqchurn.module import ChurnModule
@@ -206,6 +207,7 @@ class Scorer:
 
 def iter_scored_chunks(
     scorer: Scorer,
+    *,
     source: str,
     path: str | None,
     cutoff: int,
@@ -251,47 +253,53 @@ def write_predictions(
     annotate_inputs: tuple[str, ...] = (),
     batch_rows: int = 65_536,
 ) -> int:
-    """Write frames to `output` (Parquet, or CSV for .csv) through temp names; rename when complete.
+    """Write frames to `output` (Parquet, or CSV for .csv) atomically; returns the row count.
 
     Frames are written as they come, so memory stays bounded. `annotate` gets the
     `annotate_inputs` columns of all rows at once (a few numbers per user) and returns columns
     that need the whole population (segments, clusters); a second pass adds them.
-    Returns the number of rows written.
     """
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    first = output.with_name(f".{output.name}.part-{os.getpid()}")
-    final = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    n, inputs, writer = 0, [], None
+    csv = output.suffix.lower() == ".csv"
+    rows = 0
+
+    def write(tmp: str) -> None:
+        nonlocal rows
+        with scratch_file(output) as first:
+            rows, inputs = _first_pass(frames, first, annotate_inputs if annotate else None)
+            if rows == 0:
+                raise DataError(
+                    "no eligible user at the cutoff: nobody has activity on or before it"
+                )
+            extra = annotate(inputs) if annotate is not None else None
+            del inputs
+            if extra is None and not csv:
+                os.replace(first, tmp)
+            else:
+                _second_pass(first, Path(tmp), extra, csv=csv, batch_rows=batch_rows)
+
+    atomic_write(output, write)
+    return rows
+
+
+def _first_pass(
+    frames: Iterator[pd.DataFrame], path: Path, keep: tuple[str, ...] | None
+) -> tuple[int, pd.DataFrame | None]:
+    """Stream frames into one Parquet file; returns the row count and the `keep` columns."""
+    n, kept, writer = 0, [], None
     try:
         for frame in frames:
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if writer is None:
-                writer = pq.ParquetWriter(first, table.schema)
+                writer = pq.ParquetWriter(path, table.schema)
             writer.write_table(table.cast(writer.schema))
-            if annotate is not None:
-                inputs.append(frame[list(annotate_inputs)])
+            if keep is not None:
+                kept.append(frame[list(keep)])
             n += len(frame)
-        if writer is not None:
-            writer.close()
-        if n == 0:
-            raise DataError("no eligible user at the cutoff: nobody has activity on or before it")
-        extra = annotate(pd.concat(inputs, ignore_index=True)) if annotate is not None else None
-        inputs = []
-        if extra is None and output.suffix.lower() != ".csv":
-            os.replace(first, output)
-            return n
-        _second_pass(
-            first, final, extra, csv=output.suffix.lower() == ".csv", batch_rows=batch_rows
-        )
-        os.replace(final, output)
     finally:
         if writer is not None:
             writer.close()
-        for tmp in (first, final):
-            if tmp.exists():
-                tmp.unlink()
-    return n
+    return n, (pd.concat(kept, ignore_index=True) if kept else None)
 
 
 def _second_pass(
@@ -321,14 +329,11 @@ def _second_pass(
 
 
 def predict_log(
+    *,
     ckpt_path: str | Path,
-    source: str,
-    path: str | None,
+    data: Mapping,
     output: str | Path,
-    cutoff: int | None = None,
-    columns: Mapping[str, str] | None = None,
-    users: pd.DataFrame | None = None,
-    on_bad_rows: str = "raise",
+    cutoff: str | int | None = None,
     batch_size: int = 4096,
     chunk_rows: int = 150_000,
     stream: str | bool = "auto",
@@ -339,27 +344,31 @@ def predict_log(
 ) -> dict:
     """Checkpoint + raw event log -> the prediction file of DESIGN section 6, written atomically.
 
+    `data` is a conf/data/*.yaml node as a mapping; of it only `source`, `path`, `columns`,
+    `users_path` and `on_bad_rows` are read, everything else comes from the checkpoint.
+    `cutoff` is a date (or a day number); None scores at the checkpoint's test cutoff.
     Returns a small summary: rows written, the output path and the cutoff.
     """
     device = resolve_device(accelerator)
     model = load_model(ckpt_path, device)
     state = model.preprocessing
-    cutoff = to_day(state["test_cutoff"]) if cutoff is None else int(cutoff)
+    cutoff = to_day(state["test_cutoff"] if cutoff is None else cutoff)
+    explain = None if explain in (None, "none") else explain
     scorer = Scorer(model, device, batch_size, explainer(explain, explain_steps))
-    tiers = state.get("tiers")
+    users_path = data.get("users_path")
     chunks = iter_scored_chunks(
         scorer,
-        source,
-        path,
-        cutoff,
-        columns,
-        users,
-        None,
-        on_bad_rows,
-        chunk_rows,
-        stream,
-        progress,
+        source=data["source"],
+        path=data.get("path"),
+        cutoff=cutoff,
+        columns=data.get("columns"),
+        users=read_users(users_path) if users_path else None,
+        on_bad_rows=data.get("on_bad_rows", "raise"),
+        chunk_rows=chunk_rows,
+        stream=stream,
+        progress=progress,
     )
+    tiers = state.get("tiers")
     if tiers:
         chunks = (c.assign(risk_tier=assign_tiers(c["p_churn"].to_numpy(), tiers)) for c in chunks)
     rows = write_predictions(

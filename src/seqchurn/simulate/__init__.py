@@ -12,7 +12,8 @@ from typing import Callable
 import pandas as pd
 
 from seqchurn.simulate.bgnbd import bgnbd_oracle, simulate_bgnbd
-from seqchurn.simulate.sequence_process import SEQUENCE_PARAMS, sequence_oracle, simulate_sequence
+from seqchurn.simulate.sequence_oracle import sequence_oracle
+from seqchurn.simulate.sequence_process import SEQUENCE_PARAMS, simulate_sequence
 
 
 @dataclass
