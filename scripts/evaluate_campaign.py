@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import hydra
-from _cli import exit_on_bad_input
+from _cli import exit_on_bad_input, run
 from omegaconf import DictConfig, OmegaConf
 
 from seqchurn.retention.jobs import run_evaluation
@@ -36,4 +36,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

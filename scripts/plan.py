@@ -11,7 +11,7 @@ Writes the plan (one row per selected user), `<name>_profit_curve.png` and
 from __future__ import annotations
 
 import hydra
-from _cli import exit_on_bad_input
+from _cli import exit_on_bad_input, run
 from omegaconf import DictConfig, OmegaConf
 
 from seqchurn.retention.jobs import run_plan
@@ -38,4 +38,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

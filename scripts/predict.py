@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from _cli import exit_on_bad_input
+from _cli import exit_on_bad_input, run
 from seqchurn.inference import predict_log
 
 
@@ -27,4 +27,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -13,7 +13,7 @@ prints the true average effect on the treated, which the evaluation's interval s
 from __future__ import annotations
 
 import hydra
-from _cli import exit_on_bad_input
+from _cli import exit_on_bad_input, run
 from omegaconf import DictConfig, OmegaConf
 
 from seqchurn.simulate.treatment import simulate_campaign
@@ -36,4 +36,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

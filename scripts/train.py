@@ -10,7 +10,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from _cli import exit_on_bad_input
+from _cli import exit_on_bad_input, run
 from seqchurn.train import train
 
 
@@ -31,4 +31,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -1,11 +1,16 @@
-"""The benchmark: a smoke run end to end, and no test-period data tunes anything."""
+"""The benchmark: a smoke run end to end, its protocol, the README report, and no test-period
+data tunes anything."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import os
+import stat
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import hydra
 import pandas as pd
@@ -14,12 +19,23 @@ import pytest
 from conftest import ROOT
 from seqchurn.data.labels import to_day
 
+MARKS = ("<!-- s -->", "<!-- e -->")
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """benchmarks/'s modules, imported as `python benchmarks/run.py` imports its siblings."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return SimpleNamespace(
+        report=importlib.import_module("report"), protocol=importlib.import_module("protocol")
+    )
+
 
 def test_quick_benchmark_writes_results_and_leaves_the_readme_alone(tmp_path):
     readme = hashlib.sha256((ROOT / "README.md").read_bytes()).hexdigest()
     cmd = [
         sys.executable,
-        str(ROOT / "scripts" / "benchmark.py"),
+        str(ROOT / "benchmarks" / "run.py"),
         "--quick",
         "--datasets",
         "synthetic-bgnbd",
@@ -84,3 +100,204 @@ def test_early_stopping_tiers_and_tuning_see_only_the_training_window(make_cfg, 
         # a snapshot's tau never reaches past the test cutoff either
         assert (snaps["cutoff"] + snaps["tau"] + horizon <= test_cutoff).all(), split
     assert not set(dm.snapshots["train"]["user_id"]) & set(dm.snapshots["val"]["user_id"])
+
+
+def test_replace_between_markers(bench, tmp_path):
+    replace = bench.report.replace_between_markers
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n<!-- s -->\nold\nlines\n<!-- e -->\ntail\n")
+    os.chmod(readme, 0o644)
+    replace(readme, MARKS, "new table")
+    assert readme.read_text() == "# title\n<!-- s -->\nnew table\n<!-- e -->\ntail\n"
+    assert stat.S_IMODE(readme.stat().st_mode) == 0o644
+    replace(readme, MARKS, "")
+    assert readme.read_text() == "# title\n<!-- s -->\n<!-- e -->\ntail\n"
+    with pytest.raises(ValueError, match="<!-- x -->"):
+        replace(readme, ("<!-- x -->", "<!-- e -->"), "t")
+    readme.write_text("<!-- e -->\n<!-- s -->\n")
+    with pytest.raises(ValueError, match="before"):
+        replace(readme, MARKS, "t")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]  # no temporary file left
+
+
+def test_results_markdown_tables(bench):
+    rows = []
+    for ds in ("cdnow@1997-12-31", "cdnow@1997-09-30"):
+        for seed, auroc in enumerate((0.80, 0.81, 0.82)):
+            rows.append(
+                {
+                    "dataset": ds,
+                    "group": "cdnow-h90",
+                    "method": "lstm",
+                    "seed": seed,
+                    "auroc": auroc,
+                    "brier": 0.1,
+                    "seconds": 10.0,
+                    "fit_s": 8.0,
+                    "test_s": 1.0,
+                }
+            )
+        rows.append(
+            {
+                "dataset": ds,
+                "group": "cdnow-h90",
+                "method": "logistic_rfm",
+                "seed": None,
+                "auroc": 0.79,
+                "brier": 0.11,
+                "seconds": 0.5,
+                "fit_s": None,
+                "test_s": None,
+            }
+        )
+    results = pd.DataFrame(rows)
+    per_cut = [
+        {"mean_diff": 0.02, "lo": 0.01, "hi": 0.03},
+        {"mean_diff": 0.01, "lo": -0.01, "hi": 0.02},
+    ]
+    boot = pd.DataFrame(
+        [
+            {
+                "group": "cdnow-h90",
+                "method": "lstm",
+                "reference": "logistic_rfm",
+                "metric": "auroc",
+                "mean_diff": 0.015,
+                "lo": 0.004,
+                "hi": 0.025,
+                "per_cutoff": per_cut,
+            }
+        ]
+    )
+    ablation = pd.DataFrame(
+        [
+            {"ablation": "default", "auroc": 0.80, "seconds": 5.0},
+            {"ablation": "no summary features", "auroc": 0.79, "seconds": 4.0},
+        ]
+    )
+    gaps = pd.DataFrame(
+        [
+            {
+                "group_column": "tenure_tertile",
+                "metric": "auroc",
+                "gap": 0.05,
+                "low_group": "low",
+                "low_value": 0.75,
+                "high_group": "high",
+                "high_value": 0.80,
+            }
+        ]
+    )
+    meta = {
+        "seeds": [0, 1, 2],
+        "draws": 1000,
+        "minutes": 42.0,
+        "cpus": 2,
+        "datasets": [
+            {
+                "dataset": "cdnow@1997-12-31",
+                "n_test": 23570,
+                "churn_rate": 0.838,
+                "test_cutoff": "1997-12-31",
+            }
+        ],
+    }
+    md = bench.report.results_markdown(results, boot=boot, ablation=ablation, gaps=gaps, meta=meta)
+    assert "Seeds 0, 1, 2; 1000 bootstrap draws; 42.0 min on 2 CPUs." in md
+    assert (
+        "#### cdnow@1997-12-31 (23,570 test customers, churn rate 0.838, test cutoff 1997-12-31)"
+        in md
+    )
+    assert (
+        "| lstm | 3 | 0.8100 ± 0.0100 | 0.1000 ± 0.0000 | 10.0 ± 0.0 (8.0 ± 0.0 / 1.0 ± 0.0) |"
+        in md
+    )
+    assert "| logistic_rfm | 1 | 0.7900 | 0.1100 | 0.5 |" in md
+    assert "| lstm | logistic_rfm | **+0.0150 [+0.0040, +0.0250]** |" in md
+    assert "| lstm | logistic_rfm | cdnow@1997-09-30 | +0.0100 [-0.0100, +0.0200] |" in md
+    assert "| no summary features | 0.7900 | -0.0100 | 4.0 |" in md
+    assert "| tenure_tertile | auroc | 0.0500 | low (0.7500) | high (0.8000) |" in md
+    none = pd.DataFrame()
+    empty = bench.report.results_markdown(results, boot=none, ablation=none, gaps=none, meta={})
+    assert "#### cdnow@1997-09-30" in empty
+    assert "Paired customer-level bootstrap" not in empty and "Ablations" not in empty
+
+
+def test_readme_has_the_markers_and_only_report_py_writes_between_them(bench):
+    for markers in (bench.report.BENCHMARK_MARKERS, bench.report.PREDICT_MARKERS):
+        bench.report.check_markers(ROOT / "README.md", markers)
+    writers = {
+        str(f.relative_to(ROOT))
+        for folder in ("src", "scripts", "benchmarks")
+        for f in (ROOT / folder).rglob("*.py")
+        if ":start -->" in f.read_text()
+    }
+    assert writers == {"benchmarks/report.py"}
+
+
+def test_check_markers_refuses_a_missing_or_repeated_marker(bench, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- s -->\n<!-- s -->\n<!-- e -->\n")
+    with pytest.raises(ValueError, match="2 times"):
+        bench.report.check_markers(readme, MARKS)
+    readme.write_text("<!-- s -->\n")
+    with pytest.raises(ValueError, match="0 times"):
+        bench.report.check_markers(readme, MARKS)
+
+
+def test_predict_markdown(bench):
+    run = {
+        "users": 100_000,
+        "events": 277_762,
+        "rows": 99_000,
+        "peak_rss_mb": 1211.4,
+        "peak_vs_smallest": 1.0,
+        "seconds": 162.2,
+        "users_per_s": 616.3,
+    }
+    settings = {"model": "lstm", "device": "cpu", "explain": "grad_x_input", "cpus": 2}
+    md = bench.report.predict_markdown([run], settings)
+    assert md.startswith("predict, lstm, cpu, reasons by grad_x_input, 2 CPU cores")
+    assert "| 100,000 | 277,762 | 99,000 | 1211 | 1.00x | 162 | 616 |" in md
+
+
+def test_merge_overrides_keeps_the_last_value_of_a_key(bench):
+    merged = bench.protocol.merge_overrides(["data=cdnow", "seed=0"], ["seed=1", "+x=2"], ["x=3"])
+    assert merged == ["data=cdnow", "seed=1", "x=3"]
+
+
+def test_quick_protocol_is_the_full_one_made_small(bench):
+    full = bench.protocol.load_protocol(quick=False)
+    quick = bench.protocol.load_protocol(quick=True)
+    assert full["models"] == ["logistic", "lstm", "transformer"] and full["seeds"] == [0, 1, 2]
+    assert [d["name"] for d in full["datasets"]] == [
+        "cdnow@1997-12-31",
+        "cdnow@1997-09-30",
+        "synthetic-bgnbd",
+        "synthetic-sequence",
+    ]
+    assert (quick["seeds"], quick["draws"], len(quick["ablations"]["variants"])) == ([0], 200, 3)
+    syn = next(d for d in quick["datasets"] if d["name"] == "synthetic-bgnbd")
+    assert syn["overrides"] == ["data=synthetic", "data.synthetic.n_users=2000"]
+    assert "trainer.max_epochs=2" in quick["overrides"]
+    assert "trainer.max_epochs=2" not in full["overrides"]
+    assert set(full["references"]) == {"logistic_rfm", "bgnbd", "logreg_summary", "lgbm_summary"}
+
+
+def test_every_run_of_the_protocol_composes(bench, tmp_path):
+    """A mistyped override fails here, not hours into the full benchmark."""
+    protocol = bench.protocol.load_protocol(quick=False)
+    runs = [
+        d["overrides"] + [f"model={m}"] for d in protocol["datasets"] for m in protocol["models"]
+    ]
+    runs += [v["overrides"] for v in protocol["ablations"]["variants"]]
+    for overrides in runs:
+        cfg = bench.protocol.compose_cfg(overrides + protocol["overrides"], tmp_path)
+        assert cfg.logger is None and cfg.paths.output_dir == str(tmp_path)
+
+
+def test_the_benchmark_imports_no_script_and_leaves_sys_path_alone():
+    for f in (ROOT / "benchmarks").glob("*.py"):
+        text = f.read_text()
+        assert "sys.path" not in text, f.name
+        assert "from scripts" not in text and "import scripts" not in text, f.name

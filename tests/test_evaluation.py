@@ -1,32 +1,32 @@
-"""Evaluation: score_table against reference libraries, weighted bootstrap metrics, paired bootstrap, README helpers."""
+"""Benchmark scoring: score_table against reference libraries, the weighted bootstrap metrics, the
+paired customer bootstrap, and the plots."""
 
 from __future__ import annotations
 
-import os
-import stat
+import re
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from lifelines.utils import concordance_index
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 from torchmetrics.classification import BinaryCalibrationError
 
-from seqchurn.evaluation import (
+from seqchurn.bootstrap import paired_bootstrap, weighted_metric
+from seqchurn.metrics import (
+    SCORE_COLUMNS,
+    UndefinedMetricWarning,
     calibration_error,
-    paired_bootstrap,
-    reliability_plot,
-    replace_between_markers,
-    results_markdown,
-    roc_pr_plots,
+    report_metrics,
     score_table,
-    weighted_metric,
 )
+from seqchurn.plots import figure, reliability_plot, roc_pr_plots, save
+
+from conftest import ROOT
 
 
 def _data(n: int, seed: int, ties: bool = False):
-    """Labels with a CDNOW-like base rate, tau = 0 for churners, later tau or censoring for returners."""
+    """Labels at a CDNOW-like base rate, tau = 0 for churners, later tau or censoring otherwise."""
     rng = np.random.default_rng(seed)
     y = (rng.random(n) < 0.75).astype(np.int64)
     p = np.clip(0.6 + 0.25 * (y - 0.5) + rng.normal(0, 0.2, n), 0.01, 0.99)
@@ -58,6 +58,24 @@ def test_score_table_matches_reference_libraries():
     assert table.iloc[1]["cindex"] == pytest.approx(
         concordance_index(tau, -(1 - p), observed), abs=1e-12
     )
+
+
+def test_score_table_is_report_metrics_the_training_test_metrics():
+    """The README's numbers and train()'s test/* metrics are one definition, not two."""
+    y, p, tau, observed, later = _data(400, 5)
+    row = score_table(y, {"a": p}, tau, observed, {"a": later}).iloc[0]
+    ref = report_metrics(y, p, tau=tau, observed=observed, later=later)
+    assert {c: row[c] for c in SCORE_COLUMNS} == {c: ref[k] for c, k in SCORE_COLUMNS.items()}
+    assert row["ece"] == calibration_error(p, y)  # 15 bins, as test/ece
+
+
+def test_score_table_reports_undefined_metrics_as_nan_with_a_warning():
+    y = np.ones(6, dtype=np.int64)  # one class: AUROC and AP have no meaning
+    p = np.linspace(0.2, 0.9, 6)
+    with pytest.warns(UndefinedMetricWarning):
+        row = score_table(y, {"a": p}, np.zeros(6), np.ones(6, bool)).iloc[0]
+    assert np.isnan(row["auroc"]) and np.isnan(row["ap_returners"])
+    assert row["brier"] == pytest.approx(np.mean((p - 1) ** 2))
 
 
 def test_calibration_error_bins_like_torchmetrics_at_edges():
@@ -217,23 +235,6 @@ def test_bootstrap_refuses_nan_and_unknown_metric():
         _boot(parts, [[q["p"]] for q in parts], [[q["p"]] for q in parts], "accuracy", draws=5)
 
 
-def test_replace_between_markers(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("# title\n<!-- s -->\nold\nlines\n<!-- e -->\ntail\n")
-    os.chmod(readme, 0o644)
-    replace_between_markers(readme, "<!-- s -->", "<!-- e -->", "new table")
-    assert readme.read_text() == "# title\n<!-- s -->\nnew table\n<!-- e -->\ntail\n"
-    assert stat.S_IMODE(readme.stat().st_mode) == 0o644
-    replace_between_markers(readme, "<!-- s -->", "<!-- e -->", "")
-    assert readme.read_text() == "# title\n<!-- s -->\n<!-- e -->\ntail\n"
-    with pytest.raises(ValueError, match="<!-- x -->"):
-        replace_between_markers(readme, "<!-- x -->", "<!-- e -->", "t")
-    readme.write_text("<!-- e -->\n<!-- s -->\n")
-    with pytest.raises(ValueError, match="before"):
-        replace_between_markers(readme, "<!-- s -->", "<!-- e -->", "t")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]  # no temporary file left
-
-
 def test_plots_are_written(tmp_path):
     y, p, *_ = _data(300, 12)
     preds = {"model": p, "flat": np.full(len(y), y.mean())}
@@ -244,103 +245,20 @@ def test_plots_are_written(tmp_path):
     assert all((tmp_path / n).read_bytes()[:4] == b"\x89PNG" for n in names)
 
 
-def test_results_markdown_tables():
-    rows = []
-    for ds in ("cdnow@1997-12-31", "cdnow@1997-09-30"):
-        for seed, auroc in enumerate((0.80, 0.81, 0.82)):
-            rows.append(
-                {
-                    "dataset": ds,
-                    "group": "cdnow-h90",
-                    "method": "lstm",
-                    "seed": seed,
-                    "auroc": auroc,
-                    "brier": 0.1,
-                    "seconds": 10.0,
-                    "fit_s": 8.0,
-                    "test_s": 1.0,
-                }
-            )
-        rows.append(
-            {
-                "dataset": ds,
-                "group": "cdnow-h90",
-                "method": "logistic_rfm",
-                "seed": None,
-                "auroc": 0.79,
-                "brier": 0.11,
-                "seconds": 0.5,
-                "fit_s": None,
-                "test_s": None,
-            }
-        )
-    results = pd.DataFrame(rows)
-    per_cut = [
-        {"mean_diff": 0.02, "lo": 0.01, "hi": 0.03},
-        {"mean_diff": 0.01, "lo": -0.01, "hi": 0.02},
-    ]
-    boot = pd.DataFrame(
-        [
-            {
-                "group": "cdnow-h90",
-                "method": "lstm",
-                "reference": "logistic_rfm",
-                "metric": "auroc",
-                "mean_diff": 0.015,
-                "lo": 0.004,
-                "hi": 0.025,
-                "per_cutoff": per_cut,
-            }
-        ]
+def test_figure_and_save_write_a_png_atomically(tmp_path):
+    fig, axes = figure(3)
+    assert len(axes) == 3
+    axes[0].plot([0, 1], [1, 0])
+    path = save(fig, tmp_path / "sub" / "f.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert [f.name for f in path.parent.iterdir()] == ["f.png"]  # no temporary file left
+
+
+def test_no_module_of_the_package_uses_pyplot_or_switches_the_backend():
+    pattern = re.compile(
+        r"^\s*(import matplotlib\.pyplot|from matplotlib import pyplot|from matplotlib\.pyplot "
+        r"import)|matplotlib\.use\(",
+        flags=re.MULTILINE,
     )
-    ablation = pd.DataFrame(
-        [
-            {"ablation": "default", "auroc": 0.80, "seconds": 5.0},
-            {"ablation": "no summary features", "auroc": 0.79, "seconds": 4.0},
-        ]
-    )
-    gaps = pd.DataFrame(
-        [
-            {
-                "group_column": "tenure_tertile",
-                "metric": "auroc",
-                "gap": 0.05,
-                "low_group": "low",
-                "low_value": 0.75,
-                "high_group": "high",
-                "high_value": 0.80,
-            }
-        ]
-    )
-    meta = {
-        "seeds": [0, 1, 2],
-        "draws": 1000,
-        "minutes": 42.0,
-        "cpus": 2,
-        "datasets": [
-            {
-                "dataset": "cdnow@1997-12-31",
-                "n_test": 23570,
-                "churn_rate": 0.838,
-                "test_cutoff": "1997-12-31",
-            }
-        ],
-    }
-    md = results_markdown(results, boot, ablation, gaps, meta)
-    assert "Seeds 0, 1, 2; 1000 bootstrap draws; 42.0 min on 2 CPUs." in md
-    assert (
-        "#### cdnow@1997-12-31 (23,570 test customers, churn rate 0.838, test cutoff 1997-12-31)"
-        in md
-    )
-    assert (
-        "| lstm | 3 | 0.8100 ± 0.0100 | 0.1000 ± 0.0000 | 10.0 ± 0.0 (8.0 ± 0.0 / 1.0 ± 0.0) |"
-        in md
-    )
-    assert "| logistic_rfm | 1 | 0.7900 | 0.1100 | 0.5 |" in md
-    assert "| lstm | logistic_rfm | **+0.0150 [+0.0040, +0.0250]** |" in md
-    assert "| lstm | logistic_rfm | cdnow@1997-09-30 | +0.0100 [-0.0100, +0.0200] |" in md
-    assert "| no summary features | 0.7900 | -0.0100 | 4.0 |" in md
-    assert "| tenure_tertile | auroc | 0.0500 | low (0.7500) | high (0.8000) |" in md
-    empty = results_markdown(results, pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), {})
-    assert "#### cdnow@1997-09-30" in empty
-    assert "Paired customer-level bootstrap" not in empty and "Ablations" not in empty
+    src = ROOT / "src" / "seqchurn"
+    assert not [str(f) for f in src.rglob("*.py") if pattern.search(f.read_text())]

@@ -7,13 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from seqchurn import explain
 from seqchurn.data.events import clean_events
-from seqchurn.data.features import EventIndex
 from seqchurn.data.labels import activity_mask, make_snapshots
-from seqchurn.data.sequences import EVENT_TYPE, MASK, NUMERIC, OOV_ID, SUMMARY, Preprocessor
-from seqchurn.explain import explain_batch, global_attribution, plot_global, reasons_frame
+from seqchurn.data.sequences import EVENT_TYPE, MASK, NUMERIC, OOV_ID, STATIC, SUMMARY, Preprocessor
+from seqchurn.data.timeline import EventIndex
+from seqchurn.explain import attribution, explain_batch, global_attribution
+from seqchurn.explain.sentences import Reasons
 from seqchurn.module import ChurnModule
+from seqchurn.plots import plot_global
 
 C = 20_000  # the cutoff day
 SMALL = {
@@ -68,10 +69,10 @@ def data():
     attrs = pd.DataFrame({"user_id": np.unique(events["user_id"])})
     attrs["country"] = np.where(np.arange(len(attrs)) % 3 == 0, "DE", "FR")
     act = ["purchase"]
-    snaps = make_snapshots(events, [C], 90, None, activity_event_types=act)
+    snaps = make_snapshots(events, [C], horizon=90, obs_end=None, activity_event_types=act)
     index = EventIndex(events, activity_mask(events, act))
     prep = Preprocessor.fit(index, snaps, attrs, max_len=12, activity_event_types=act)
-    ds = prep.transform(index, snaps, attrs)
+    ds = prep.transform(index, snaps, attrs, keep_raw=True)
     return prep, ds
 
 
@@ -121,9 +122,9 @@ def test_coef_is_exact_for_the_logistic_model(data):
 def test_integrated_gradients_on_a_linear_model_equal_the_coefficients(data):
     prep, ds = data
     model = build(prep, "logistic")
-    inputs = explain._inputs(ds[np.arange(20)], torch.device("cpu"))
-    ig = explain._gradient_attr(model, inputs, "ig", 8, None)
-    coef = explain._coef_attr(model, inputs)
+    inputs = attribution.model_inputs(ds[np.arange(20)], torch.device("cpu"))
+    ig = attribution.gradient_attr(model, inputs, method="ig", n_steps=8, internal_batch_size=None)
+    coef = attribution.coef_attr(model, inputs)
     for key in ("summary", "static", "baseline_logit", "logit"):
         torch.testing.assert_close(ig[key], coef[key], atol=1e-5, rtol=1e-5, msg=key)
 
@@ -161,10 +162,10 @@ def test_padding_gets_zero_attribution_and_changes_nothing(data, encoder, method
     batch = ds[rows]
     pad = ~batch[MASK]
     batch[NUMERIC] = batch[NUMERIC] + 7.0 * pad[..., None]  # garbage in padded slots
-    res = explain_batch(model, batch, prep, method=method, n_steps=16)
+    res = explain_batch(model, batch, prep, method=method, n_steps=16, raw=ds.raw(rows))
     assert pad.any() and np.all(res.position_attr[pad.numpy()] == 0)
     for i, r in enumerate(rows):
-        alone = explain_batch(model, ds[[r]], prep, method=method, n_steps=16)
+        alone = explain_batch(model, ds[[r]], prep, method=method, n_steps=16, raw=ds.raw([r]))
         np.testing.assert_allclose(res.channel_attr.iloc[i], alone.channel_attr.iloc[0], atol=1e-5)
         n = int(ds.lengths[r])
         np.testing.assert_allclose(res.position_attr[i, :n], alone.position_attr[0], atol=1e-5)
@@ -193,7 +194,8 @@ def test_sentences_repeat_the_users_own_numbers(data):
         },
     )
     users = ["rec", "one", "cmp", "drop"]
-    res = explain_batch(model, ds[rows_of(ds, *users)], prep)
+    rows = rows_of(ds, *users)
+    res = explain_batch(model, ds[rows], prep, raw=ds.raw(rows))
     said = dict(zip(res.channel_attr.index, res.reasons))
     assert "no order for 143 days, usually orders every 31 days" in said["rec"].split("; ")
     assert "only 3 orders in total" in said["rec"].split("; ")
@@ -204,33 +206,63 @@ def test_sentences_repeat_the_users_own_numbers(data):
         s.startswith("spend in the last 90 days fell to $5 ") for s in said["drop"].split("; ")
     )
     assert all(0 < len(r.split("; ")) <= 3 for r in res.reasons)
-    top1 = explain_batch(model, ds[rows_of(ds, *users)], prep, top_k=1)
+    top1 = explain_batch(model, ds[rows], prep, top_k=1, raw=ds.raw(rows))
     assert [r.split("; ")[0] for r in res.reasons] == top1.reasons
-    frame = reasons_frame([res])
-    assert list(frame["user_id"]) == users and set(frame["explain_method"]) == {"coef"}
+    assert list(res.channel_attr.index) == users and res.method == "coef"
 
 
 def test_no_positive_contribution_gives_no_reason(data):
     prep, ds = data
     model = hand_set_logistic(prep, {})
-    res = explain_batch(model, ds[np.arange(10)], prep)
+    rows = np.arange(10)
+    res = explain_batch(model, ds[rows], prep, raw=ds.raw(rows))
     assert res.reasons == [""] * 10
+    assert explain_batch(model, ds[rows], prep).reasons is None  # no raw inputs, no sentences
+
+
+def _sentences_of(prep, ds, rows, weights: dict[str, float], top_k: int = 3) -> list[str]:
+    """The reasons for hand-set attributions: +weight on the named inputs, -1 on the others."""
+    batch = ds[rows]
+    names = [f.name for f in prep.inputs]
+    attr = pd.DataFrame(-np.ones((len(rows), len(names))), columns=names)
+    for name, w in weights.items():
+        attr[name] = w
+    inputs = {k: batch[k].numpy() for k in (EVENT_TYPE, MASK, SUMMARY, STATIC)}
+    return Reasons(attr, raw=ds.raw(rows), batch=inputs, prep=prep, currency="$").sentences(top_k)
 
 
 def test_sequence_sentences_count_the_users_events(data):
     prep, ds = data
+    rows = rows_of(ds, "cmp")
+    said = _sentences_of(prep, ds, rows, weights={"seq_type:complaint": 2.0, "seq_amount": 1.0})
+    assert said == [
+        "2 complaints among the last 4 events, latest 10 days ago; "
+        "average $20 per order in the last 4 events"
+    ]
+    # the latest event was a complaint, not an order: its day is a fact of its own
+    assert _sentences_of(prep, ds, rows, weights={"seq_days_before_cutoff": 1.0}) == [
+        "last seen 10 days ago"
+    ]
+    # two orders in total, and both were purchases: the purchase count is the order count
+    assert _sentences_of(prep, ds, rows, weights={"seq_type:purchase": 2.0}) == [
+        "only 2 orders in total"
+    ]
+    # one order: gaps and the purchase count say no more than the order count; their four
+    # -1 groups merge with it
+    rows = rows_of(ds, "one")
+    said = _sentences_of(prep, ds, rows, weights={"seq_amount": 1.0, "seq_gap_prev_days": 4.5})
+    assert said == ["a single order of $25; only 1 order in total"]
+
+
+def test_sentences_are_the_same_for_a_user_alone_and_in_a_batch(data):
+    prep, ds = data
     model = build(prep, "lstm")
-    res = explain_batch(model, ds[rows_of(ds, "cmp")], prep, top_k=50)
-    facts = explain._Facts(prep, explain._inputs(ds[rows_of(ds, "cmp")], torch.device("cpu")), "$")
-    assert (
-        facts.sentence(0, "seq_type:complaint", "seq_type:complaint")
-        == "2 complaints among the last 4 events, latest 10 days ago"
-    )
-    assert (
-        facts.sentence(0, "seq_amount", "seq_amount")
-        == "average $20 per order in the last 4 events"
-    )
-    assert res.reasons[0]
+    rows = np.arange(len(ds))
+    res = explain_batch(model, ds[rows], prep, method="grad_x_input", raw=ds.raw(rows))
+    assert sum(bool(r) for r in res.reasons) > 0.9 * len(rows)
+    for r in rows_of(ds, "rec", "one", "cmp", "drop"):
+        alone = explain_batch(model, ds[[r]], prep, method="grad_x_input", raw=ds.raw([r]))
+        assert alone.reasons[0] == res.reasons[r]
 
 
 def test_deterministic_in_train_mode_and_mode_restored(data):

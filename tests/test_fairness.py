@@ -86,6 +86,22 @@ def test_derived_groups_from_history_up_to_each_cutoff():
     ]
 
 
+def test_equal_spend_is_a_tie_whatever_other_users_spent():
+    # A running sum over the whole log gives a and b spends of 24.999999999999996 and
+    # 25.000000000000007 after user 0's 26.98, splitting them into two tertiles.
+    events = _events(
+        [
+            ("0", "2020-01-01", 26.98),
+            ("a", "2020-02-01", 19.99),
+            ("a", "2020-02-02", 5.01),
+            ("b", "2020-02-01", 19.99),
+            ("b", "2020-02-02", 5.01),
+        ]
+    )
+    snaps = pd.DataFrame({"user_id": ["0", "a", "b"], "cutoff": to_day("2020-03-01")})
+    assert list(derived_groups(events, snaps)["spend_tertile"]) == ["high", "low", "low"]
+
+
 def _example():
     y = np.array([1, 1, 0, 0, 1, 0, 1, 0, 1, 1])
     p = np.array([0.9, 0.6, 0.4, 0.7, 0.8, 0.2, 0.3, 0.1, 0.55, 0.95])

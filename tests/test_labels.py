@@ -7,11 +7,13 @@ import pytest
 from seqchurn.data.events import clean_events
 from seqchurn.data.labels import (
     DEFAULT_BIN_EDGES,
+    activity_mask,
     make_snapshots,
     merge_bins,
     month_end_cutoffs,
     to_day,
 )
+from seqchurn.data.timeline import EventIndex
 from seqchurn.errors import DataError
 
 H = 90
@@ -63,7 +65,21 @@ def _frame(user, day, etype=None):
 
 
 def _compare(events, cutoffs, obs_end, edges, activity=None):
-    got = make_snapshots(events, cutoffs, H, obs_end, edges, activity)
+    got = make_snapshots(
+        events, cutoffs, horizon=H, obs_end=obs_end, bin_edges=edges, activity_event_types=activity
+    )
+    # the caller's own timeline (as the DataModule and predict pass it) gives the same rows
+    index = EventIndex(events, activity_mask(events, activity))
+    shared = make_snapshots(
+        events,
+        cutoffs,
+        horizon=H,
+        obs_end=obs_end,
+        bin_edges=edges,
+        activity_event_types=activity,
+        index=index,
+    )
+    pd.testing.assert_frame_equal(got, shared)
     want = naive_labels(events, cutoffs, H, obs_end, list(edges), activity)
     got = got.sort_values(["user_id", "cutoff"]).reset_index(drop=True)
     want = want.sort_values(["user_id", "cutoff"]).reset_index(drop=True)
@@ -136,15 +152,15 @@ def test_short_room_and_merged_bins():
 def test_labels_ignore_events_after_obs_end():
     events = _frame(["a", "a", "a"], [990, 1010, 1095])
     obs_end = 1000 + H
-    before = make_snapshots(events, [1000], H, obs_end)
+    before = make_snapshots(events, [1000], horizon=H, obs_end=obs_end)
     later = _frame(["a", "a", "a", "a"], [990, 1010, 1095, 1100])
-    pd.testing.assert_frame_equal(before, make_snapshots(later, [1000], H, obs_end))
+    pd.testing.assert_frame_equal(before, make_snapshots(later, [1000], horizon=H, obs_end=obs_end))
 
 
 def test_cutoff_past_observation_end_is_refused():
     events = _frame(["a"], [990])
     with pytest.raises(DataError, match="observation end"):
-        make_snapshots(events, [1000], H, 1000 + H - 1)
+        make_snapshots(events, [1000], horizon=H, obs_end=1000 + H - 1)
 
 
 def test_month_end_cutoffs_cdnow():

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from seqchurn.data.feature_table import SEQUENCE_CHANNELS
 from seqchurn.data.sequences import EVENT_TYPE, MASK, NUMERIC, STATIC, SUMMARY
 from seqchurn.models import ENCODERS, HazardHead, build_encoder
 
-N_TYPES, N_NUMERIC, N_SUMMARY = 9, 4, 6
+N_TYPES, N_NUMERIC, N_SUMMARY = 9, len(SEQUENCE_CHANNELS), 6
 CARDS = [3, 5]
 
 CONFIGS = {
@@ -132,10 +133,10 @@ def test_gradients_flow(key):
 def test_registry():
     assert set(ENCODERS) == {"logistic", "lstm", "transformer"}
     with pytest.raises(ValueError, match="logistic"):
-        build_encoder("gru", n_event_types=3, n_numeric=4, n_summary=2)
+        build_encoder("gru", n_event_types=3, n_numeric=N_NUMERIC, n_summary=2)
     with pytest.raises(ValueError, match="dotted path"):
-        build_encoder("collections.OrderedDict", n_event_types=3, n_numeric=4, n_summary=2)
+        build_encoder("collections.OrderedDict", n_event_types=3, n_numeric=N_NUMERIC, n_summary=2)
     by_path = build_encoder(
-        "seqchurn.models.lstm.LSTMEncoder", n_event_types=3, n_numeric=4, n_summary=2
+        "seqchurn.models.lstm.LSTMEncoder", n_event_types=3, n_numeric=N_NUMERIC, n_summary=2
     )
     assert type(by_path) is ENCODERS["lstm"]

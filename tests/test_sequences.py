@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seqchurn.data.events import clean_events
-from seqchurn.data.features import EventIndex
+from seqchurn.data.feature_table import time_channel
 from seqchurn.data.labels import activity_mask, make_snapshots
 from seqchurn.data.sequences import (
     EVENT_TYPE,
@@ -21,6 +21,7 @@ from seqchurn.data.sequences import (
     Preprocessor,
     make_loader,
 )
+from seqchurn.data.timeline import EventIndex
 
 INPUT_KEYS = (EVENT_TYPE, NUMERIC, MASK, SUMMARY, STATIC)
 C = 20_000  # a cutoff day
@@ -43,7 +44,9 @@ def random_log(seed: int, n: int = 3000, n_users: int = 150) -> pd.DataFrame:
 
 
 def tensors(events, prep=None, activity=("purchase",), max_len=16, users=None):
-    snaps = make_snapshots(events, [C], 90, None, activity_event_types=list(activity))
+    snaps = make_snapshots(
+        events, [C], horizon=90, obs_end=None, activity_event_types=list(activity)
+    )
     index = EventIndex(events, activity_mask(events, list(activity)))
     prep = prep or Preprocessor.fit(
         index, snaps, users, max_len=max_len, activity_event_types=list(activity)
@@ -82,7 +85,7 @@ def test_truncation_keeps_the_last_events_oldest_first():
     lengths = batch[MASK].sum(1)
     assert lengths.max() == 5
     # days before the cutoff decrease along the sequence: oldest first, the latest kept
-    days_before = batch[NUMERIC][..., 3]
+    days_before = batch[NUMERIC][..., time_channel()]
     real = batch[MASK]
     diffs = (days_before[:, 1:] - days_before[:, :-1])[real[:, 1:]]
     assert (diffs <= 1e-6).all()
@@ -149,3 +152,24 @@ def test_balanced_sampler_draws_each_class_equally():
     rows = np.concatenate(list(sampler))
     assert len(rows) == 1000
     assert abs(labels[rows].mean() - 0.5) < 0.06  # 0.9 without balancing
+
+
+def test_a_cutoff_long_after_the_log_reads_each_user_alone():
+    # A streamed chunk may end years before the cutoff: lookups must not run into the next user.
+    def log(users):
+        days = {"a": [1000, 1003], "b": [1000, 1005, 1010]}
+        rows = [(u, d) for u in users for d in days[u]]
+        raw = pd.DataFrame(rows, columns=["user_id", "day"])
+        raw["timestamp"] = pd.to_datetime(raw["day"], unit="D")
+        return clean_events(raw.drop(columns="day").assign(amount=5.0))[0]
+
+    cutoff = 3000
+    together, alone = log(["a", "b"]), log(["a"])
+    snaps = pd.DataFrame({"user_id": ["a"], "cutoff": [cutoff]})
+    index = EventIndex(together)
+    prep = Preprocessor.fit(index, snaps, max_len=8)
+    want = prep.transform(EventIndex(alone), snaps)[[0]]
+    got = prep.transform(index, snaps)[[0]]
+    for key in INPUT_KEYS:
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
+    assert int(got[MASK].sum()) == 2

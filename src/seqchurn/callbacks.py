@@ -8,6 +8,7 @@ nothing is rewritten after training.
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import Mapping
 
@@ -138,3 +139,41 @@ class SurvivalCheck(_ValidationRows):
             100 * self.summary["val/km_share_inside"],
             self.summary["val/cindex_tau_mean"],
         )
+
+
+class RngState(pl.Callback):
+    """Saves the random generators' states in every checkpoint and restores them on resume.
+
+    Dropout draws from the global torch generator; with its state restored, a run resumed
+    from last.ckpt continues exactly as the uninterrupted run would have (on CPU).
+    """
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        # Tensors and plain tuples only, so the checkpoint still loads with weights_only=True.
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "python": random.getstate(),
+        }
+
+    def __init__(self) -> None:
+        self._restore: dict | None = None
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # Applied when training resumes: the sanity check and loader set-up between loading
+        # and the first batch draw from the generators, which the saved run did not do there.
+        self._restore = checkpoint.get("rng_states")
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        # Lightning sets the sampler's epoch from a progress counter that a checkpoint saved
+        # at validation end restores one short; the epoch number itself is unambiguous.
+        sampler = getattr(trainer.train_dataloader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(trainer.current_epoch)
+        states, self._restore = self._restore, None
+        if states:
+            torch.set_rng_state(states["torch"])
+            kind, keys, pos, has_gauss, gauss = states["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            random.setstate(states["python"])

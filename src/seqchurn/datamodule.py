@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 
-from seqchurn.data.events import clean_events, read_raw, read_users
+from seqchurn.data.events import MAX_VALUE, clean_events, read_raw, read_users
 from seqchurn.data.features import EventIndex
 from seqchurn.data.labels import (
     DEFAULT_BIN_EDGES,
@@ -18,12 +18,12 @@ from seqchurn.data.labels import (
     merge_bins,
     month_end_cutoffs,
     to_date,
-    to_day,
 )
 from seqchurn.data.sequences import Preprocessor, SnapshotDataset, make_loader
 from seqchurn.simulate import SimulatedLog
-from seqchurn.errors import DataError
+from seqchurn.errors import DataError, check_fraction, check_settings
 from seqchurn.module import PREPROCESSING_KEY
+from seqchurn.data.timestamps import config_day
 
 
 class ChurnDataModule(pl.LightningDataModule):
@@ -47,6 +47,8 @@ class ChurnDataModule(pl.LightningDataModule):
         activity_event_types: Sequence[str] | None = None,
         merge_same_day: bool = False,
         on_bad_rows: str = "raise",
+        timestamp_format: str | None = None,
+        max_value: float = MAX_VALUE,
         bin_edges: Sequence[int] = DEFAULT_BIN_EDGES,
         val_fraction: float = 0.15,
         test_user_fraction: float = 0.0,
@@ -61,6 +63,21 @@ class ChurnDataModule(pl.LightningDataModule):
         synthetic: SimulatedLog | None = None,
     ):
         super().__init__()
+        check_settings(
+            {
+                "horizon_days": horizon_days,
+                "max_len": max_len,
+                "max_event_types": max_event_types,
+                "batch_size": batch_size,
+                "eval_batch_size": eval_batch_size,
+            },
+            positive_int=True,
+        )
+        check_settings({"num_workers": num_workers, "split_seed": split_seed}, positive_int=False)
+        check_fraction("data.val_fraction", val_fraction, upper_open=True)
+        check_fraction("data.test_user_fraction", test_user_fraction, upper_open=True)
+        if not (isinstance(max_value, (int, float)) and 0 < max_value < float("inf")):
+            raise DataError(f"data.max_value must be a positive finite number, got {max_value!r}")
         self.save_hyperparameters(logger=False, ignore=["synthetic"])
         self.simulated = synthetic
         self.events: pd.DataFrame | None = None
@@ -72,7 +89,11 @@ class ChurnDataModule(pl.LightningDataModule):
         sim = self.simulated
         raw = sim.events if sim is not None else read_raw(hp.source, hp.path, hp.columns)
         events, self.report = clean_events(
-            raw, on_bad_rows=hp.on_bad_rows, merge_same_day=hp.merge_same_day
+            raw,
+            on_bad_rows=hp.on_bad_rows,
+            merge_same_day=hp.merge_same_day,
+            timestamp_format=hp.timestamp_format,
+            max_value=hp.max_value,
         )
         return events
 
@@ -86,8 +107,10 @@ class ChurnDataModule(pl.LightningDataModule):
         if horizon <= 0:
             raise DataError(f"data.horizon_days must be positive, got {horizon}")
         last_day = int(events["day"].max())
-        obs_end = to_day(hp.obs_end) if hp.obs_end else last_day
-        test_cutoff = to_day(hp.test_cutoff) if hp.test_cutoff else obs_end - horizon
+        obs_end = config_day(hp.obs_end, "data.obs_end") if hp.obs_end else last_day
+        test_cutoff = (
+            config_day(hp.test_cutoff, "data.test_cutoff") if hp.test_cutoff else obs_end - horizon
+        )
         check_cutoff_in_data(events, test_cutoff, "data.test_cutoff")
         if test_cutoff + horizon > obs_end:
             raise DataError(
@@ -95,7 +118,7 @@ class ChurnDataModule(pl.LightningDataModule):
                 f"the end of the data {to_date(obs_end)}"
             )
         if hp.train_cutoffs:
-            train_cutoffs = sorted(to_day(c) for c in hp.train_cutoffs)
+            train_cutoffs = sorted(config_day(c, "data.train_cutoffs") for c in hp.train_cutoffs)
             for c in train_cutoffs:
                 check_cutoff_in_data(events, c, "training cutoff")
         else:

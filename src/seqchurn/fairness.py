@@ -15,7 +15,8 @@ import pandas as pd
 from fairlearn.metrics import MetricFrame
 from sklearn.metrics import roc_auc_score
 
-from seqchurn.evaluation import calibration_error
+from seqchurn.data.timeline import EventIndex, window_sums
+from seqchurn.metrics import calibration_error
 
 TERTILES = ("low", "mid", "high")
 UNKNOWN = "unknown"
@@ -44,7 +45,7 @@ def derived_groups(
     price level: fixed bands put every CDNOW customer at 1997-12-31 into one band.
 
     Args:
-        events: cleaned events (data/events.py) with user_id, timestamp (or day) and amount.
+        events: cleaned events (data/events.py); every event type counts.
         snaps: (N,) rows with user_id and cutoff (int days since 1970-01-01).
         users: optional static table, user_id plus attribute columns; missing values -> "unknown".
 
@@ -55,36 +56,16 @@ def derived_groups(
     """
     if len(events) == 0:
         raise ValueError("derived_groups needs a non-empty event log")
-    if "day" in events.columns:
-        day = events["day"].to_numpy(np.int64)
-    else:
-        day = (
-            pd.to_datetime(events["timestamp"]).to_numpy().astype("datetime64[D]").astype(np.int64)
-        )
-    ids, code = np.unique(events["user_id"].to_numpy(dtype=object), return_inverse=True)
-    order = np.lexsort((day, code))
-    code, day = code[order], day[order]
-    amount = (
-        events["amount"].to_numpy(np.float64)[order]
-        if "amount" in events.columns
-        else np.zeros(len(day))
-    )
-    cum_amount = np.concatenate([[0.0], np.cumsum(amount)])
-    start = np.searchsorted(code, np.arange(len(ids)), side="left")
-
+    index = EventIndex(events)
     snap_users = snaps["user_id"].to_numpy(dtype=object)
     cutoff = snaps["cutoff"].to_numpy(np.int64)
-    where = np.minimum(np.searchsorted(ids, snap_users), len(ids) - 1)
-    known = ids[where] == snap_users
-    # One past each user's last event on or before the cutoff, searched on a (user, day) key.
-    base = int(min(day.min(initial=0), cutoff.min(initial=0)))
-    span = int(max(day.max(initial=0), cutoff.max(initial=0))) - base + 2
-    end = np.searchsorted(code * span + (day - base), where * span + (cutoff - base), side="right")
-    has_history = known & (end > start[where])
+    codes, known = index.find_users(snap_users)
+    begin, end = index.start[codes], index.end_index(codes, cutoff)
+    has_history = known & (end > begin)
 
-    first = day[start[where]]
+    first = index.day[begin]
     tenure = pd.Series(np.where(has_history, cutoff - first, np.nan))
-    spend = pd.Series(np.where(has_history, cum_amount[end] - cum_amount[start[where]], np.nan))
+    spend = pd.Series(np.where(has_history, window_sums(index.amount, begin, end), np.nan))
     cut = pd.Series(cutoff)
     out = pd.DataFrame(
         {"tenure_tertile": _tertile(tenure, cut), "spend_tertile": _tertile(spend, cut)}

@@ -21,18 +21,19 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from seqchurn.data.events import clean_events, read_users
-from seqchurn.data.features import EventIndex, summary_features
+from seqchurn.data.events import MAX_VALUE, clean_events, read_users
 from seqchurn.data.labels import activity_mask, make_snapshots, to_date, to_day
 from seqchurn.data.sequences import INDEX, Preprocessor, make_loader
 from seqchurn.data.stream import iter_user_chunks, total_rows
-from seqchurn.errors import DataError
-from seqchurn.io import atomic_write, scratch_file
+from seqchurn.data.timeline import EventIndex
+from seqchurn.errors import DataError, check_settings
+from seqchurn.io import atomic_write, check_outputs, scratch_file
 from seqchurn.explain import explain_batch
 from seqchurn.models.heads import survival_curve, tau_median, tau_restricted_mean
 from seqchurn.module import ChurnModule
 from seqchurn.retention.segments import SEGMENT_INPUTS, assign_segments
 from seqchurn.retention.tiers import assign_tiers
+from seqchurn.data.timestamps import config_day
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,8 @@ def explainer(method: str | None, n_steps: int = 32) -> Callable | None:
             f"unknown explain method {method!r}: use {', '.join(EXPLAIN_METHODS)} or none"
         )
 
-    def reasons(model, batch, preprocessor) -> tuple[list[str], str]:
-        result = explain_batch(model, batch, preprocessor, method=method, n_steps=n_steps)
+    def reasons(model, batch, preprocessor, raw) -> tuple[list[str], str]:
+        result = explain_batch(model, batch, preprocessor, method=method, n_steps=n_steps, raw=raw)
         return result.reasons, result.method
 
     return reasons
@@ -141,7 +142,8 @@ def explainer(method: str | None, n_steps: int = 32) -> Callable | None:
 
 @dataclass
 class Scorer:
-    """A loaded model with what scoring needs; `explain(model, batch, preprocessor)` adds reasons."""
+    """A loaded model with what scoring needs; `explain(model, batch, preprocessor, raw)` adds
+    reasons, `raw` being the batch's unscaled inputs (data/sequences.RawInputs)."""
 
     model: ChurnModule
     device: torch.device = torch.device("cpu")
@@ -170,13 +172,20 @@ class Scorer:
         )
         if not activity.any():
             return pd.DataFrame()
+        index = EventIndex(events, activity)
         snaps = make_snapshots(
-            events, [cutoff], self.horizon, None, self.edges, pre.activity_event_types
+            events,
+            [cutoff],
+            horizon=self.horizon,
+            obs_end=None,
+            bin_edges=self.edges,
+            activity_event_types=pre.activity_event_types,
+            index=index,
         )
         if len(snaps) == 0:
             return pd.DataFrame()
-        index = EventIndex(events, activity)
-        dataset = pre.transform(index, snaps, users)
+        # The raw inputs give the reasons their numbers and the output its RFM columns.
+        dataset = pre.transform(index, snaps, users, keep_raw=True)
         logits = torch.empty(len(snaps), len(self.edges), dtype=torch.float32)
         reasons = np.empty(len(snaps), dtype=object)
         method = None
@@ -186,9 +195,9 @@ class Scorer:
             with torch.inference_mode():
                 logits[rows] = self.model(batch).float().cpu()
             if self.explain is not None:
-                reasons[rows.numpy()], method = self.explain(self.model, batch, pre)
-        codes = index.user_codes(snaps["user_id"].to_numpy(dtype=object))
-        rfm = summary_features(index, codes, snaps["cutoff"].to_numpy(np.int64), [])
+                raw = dataset.raw(rows)
+                reasons[rows.numpy()], method = self.explain(self.model, batch, pre, raw)
+        rfm = dataset.raw_summary
         out = pd.DataFrame({"user_id": snaps["user_id"].to_numpy(dtype=object)})
         out["cutoff"] = pd.to_datetime(snaps["cutoff"].to_numpy(), unit="D")
         for name, values in prediction_columns(
@@ -215,6 +224,8 @@ def iter_scored_chunks(
     users: pd.DataFrame | None = None,
     merge_same_day: bool | None = None,
     on_bad_rows: str = "raise",
+    timestamp_format: str | None = None,
+    max_value: float = MAX_VALUE,
     chunk_rows: int = 150_000,
     stream: str | bool = "auto",
     progress: bool = True,
@@ -231,7 +242,14 @@ def iter_scored_chunks(
     first_day, last_day = None, None
     for chunk in iter_user_chunks(source, path, columns, chunk_rows, stream):
         check_columns(state, set(chunk.frame.columns))
-        events, _ = clean_events(chunk.frame, on_bad_rows, merge, header_lines=chunk.first_line - 1)
+        events, _ = clean_events(
+            chunk.frame,
+            on_bad_rows=on_bad_rows,
+            merge_same_day=merge,
+            header_lines=chunk.first_line - 1,
+            timestamp_format=timestamp_format,
+            max_value=max_value,
+        )
         lo, hi = int(events["day"].min()), int(events["day"].max())
         first_day = lo if first_day is None else min(first_day, lo)
         last_day = hi if last_day is None else max(last_day, hi)
@@ -349,10 +367,16 @@ def predict_log(
     `cutoff` is a date (or a day number); None scores at the checkpoint's test cutoff.
     Returns a small summary: rows written, the output path and the cutoff.
     """
+    check_settings(
+        {"batch_size": batch_size, "chunk_rows": chunk_rows, "explain_steps": explain_steps},
+        positive_int=True,
+        prefix="scoring.",
+    )
+    check_outputs([output], [data.get("path"), data.get("users_path"), ckpt_path])
     device = resolve_device(accelerator)
     model = load_model(ckpt_path, device)
     state = model.preprocessing
-    cutoff = to_day(state["test_cutoff"] if cutoff is None else cutoff)
+    cutoff = to_day(state["test_cutoff"]) if cutoff is None else config_day(cutoff, "cutoff")
     explain = None if explain in (None, "none") else explain
     scorer = Scorer(model, device, batch_size, explainer(explain, explain_steps))
     users_path = data.get("users_path")
@@ -364,6 +388,8 @@ def predict_log(
         columns=data.get("columns"),
         users=read_users(users_path) if users_path else None,
         on_bad_rows=data.get("on_bad_rows", "raise"),
+        timestamp_format=data.get("timestamp_format"),
+        max_value=data.get("max_value", MAX_VALUE),
         chunk_rows=chunk_rows,
         stream=stream,
         progress=progress,

@@ -1,9 +1,10 @@
-"""File IO of the retention steps, every write atomic (a reader never sees half a file, an
-interrupted writer leaves none)."""
+"""File IO: every write atomic (a reader never sees half a file, an interrupted writer leaves
+none, and the debris of a killed one is removed by the next writer of the same file)."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -11,8 +12,54 @@ from pathlib import Path
 
 import pandas as pd
 
-from seqchurn.data.events import clean_events, load_events, read_table, rename_columns
+from seqchurn.data.events import (
+    MAX_VALUE,
+    clean_events,
+    id_sources,
+    read_raw,
+    read_table,
+    rename_columns,
+)
 from seqchurn.errors import DataError
+
+
+OUTPUT_SUFFIXES = (".parquet", ".csv")
+# Temp files carry the writer's pid, so a later writer of the same target can tell the
+# debris of a killed run (pid gone) from a live writer's file and remove it.
+_TEMP_TAG = "seqchurn-tmp"
+
+
+def _temp_file(path: Path, suffix: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    prefix = f".{path.name}.{_TEMP_TAG}-{os.getpid()}-"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Remove temp files of `path` left by writers that no longer run (SIGKILL, power loss)."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.{_TEMP_TAG}-*"):
+        pid = tmp.name[len(path.name) + len(_TEMP_TAG) + 3 :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
@@ -21,9 +68,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     `tmp` ends in ".tmp": writers that infer a format from the suffix must be told it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = str(_temp_file(path, ".tmp"))
     try:
         write(tmp)
         # mkstemp makes the file private; keep the target's mode, or the usual one for a new file.
@@ -45,19 +90,46 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
 @contextlib.contextmanager
 def scratch_file(path: str | Path) -> Iterator[Path]:
     """A temporary file beside `path` for a multi-pass writer, removed whatever happens."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
+    tmp = _temp_file(Path(path), ".part")
     try:
-        yield Path(tmp)
+        yield tmp
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+def check_outputs(outputs: Sequence[str | Path], inputs: Sequence[str | Path | None]) -> None:
+    """Refuse, before anything is read, outputs that would destroy an input or each other.
+
+    Outputs must end in .parquet or .csv and not be directories; none may be (or resolve to)
+    an input file, lie inside an input directory (a partitioned dataset), or repeat another.
+    """
+    seen: dict[Path, Path] = {}
+    for out in map(Path, outputs):
+        if out.suffix.lower() not in OUTPUT_SUFFIXES:
+            raise DataError(f"output {out} must end in .parquet or .csv, not {out.suffix!r}")
+        if out.is_dir():
+            raise DataError(f"output {out} is a directory; name a file ending in .parquet or .csv")
+        real = out.resolve()
+        if real in seen:
+            raise DataError(f"outputs {seen[real]} and {out} are the same file")
+        seen[real] = out
+        for inp in (Path(i) for i in inputs if i):
+            inside = inp.is_dir() and real.is_relative_to(inp.resolve())
+            if real == inp.resolve() or inside or _same_file(out, inp):
+                raise DataError(f"output {out} is the input {inp}: it would be overwritten")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write Parquet (CSV when the name ends .csv), atomically."""
+    """Write Parquet (CSV when the name ends .csv), atomically; any other suffix is refused."""
     path = Path(path)
+    check_outputs([path], [])
     if path.suffix.lower() == ".csv":
         return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
     return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
@@ -99,6 +171,8 @@ def read_events(
     merge_same_day: bool,
     activity_event_types: Sequence[str] | None = None,
     category_column: str | None = None,
+    timestamp_format: str | None = None,
+    max_value: float = MAX_VALUE,
 ) -> pd.DataFrame:
     """Cleaned events of a `data` config; with `category_column`, categories as event types.
 
@@ -107,14 +181,17 @@ def read_events(
     category replaces its event type, so `recommend` counts categories; rows without a
     category are dropped.
     """
+    clean = {
+        "on_bad_rows": on_bad_rows,
+        "merge_same_day": merge_same_day,
+        "timestamp_format": timestamp_format,
+        "max_value": max_value,
+    }
     if category_column is None:
-        events, _ = load_events(
-            source, path, columns, on_bad_rows=on_bad_rows, merge_same_day=merge_same_day
-        )
-        return events
+        return clean_events(read_raw(source, path, columns), **clean)[0]
     if source != "events" or path is None:
         raise DataError("category_column needs data=events and data.path (CDNOW has no categories)")
-    raw = read_table(path)
+    raw = read_table(path, text_columns=id_sources(columns))
     if category_column not in raw.columns:
         raise DataError(
             f"category_column {category_column!r} is not in {path}; it has {list(raw.columns)}"
@@ -125,7 +202,7 @@ def read_events(
         types = [str(t) for t in activity_event_types]
         keep &= frame["event_type"].astype(str).isin(types).to_numpy()
     frame = frame.loc[keep].assign(event_type=raw.loc[keep, category_column].astype(str).to_numpy())
-    return clean_events(frame, on_bad_rows=on_bad_rows, merge_same_day=merge_same_day)[0]
+    return clean_events(frame, **clean)[0]
 
 
 # The keys of a `data` config (conf/data/) that say where and how to read its event log.
@@ -136,6 +213,8 @@ EVENT_SETTINGS = (
     "on_bad_rows",
     "merge_same_day",
     "activity_event_types",
+    "timestamp_format",
+    "max_value",
 )
 
 

@@ -1,18 +1,21 @@
-"""Metrics: a torchmetrics collection for logging, numpy report metrics for the test set."""
+"""Every metric once: a torchmetrics collection for logging, numpy report metrics for the test
+set, and the benchmark's score_table built on them."""
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from lifelines.utils import concordance_index
 from sklearn.metrics import average_precision_score, roc_auc_score
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision, BinaryCalibrationError
 
-# One definition of the calibration error: the logged val/test ece and the benchmark table both use it.
+# One definition of the calibration error: the logged val/test ece and the benchmark table use it.
 ECE_BINS = 15
 
 
@@ -88,7 +91,7 @@ def oracle_ratio(auroc: float, auroc_oracle: float) -> float:
 
 
 def calibration_error(p: np.ndarray, y: np.ndarray, n_bins: int = ECE_BINS) -> float:
-    """Expected calibration error with equal-width bins, as torchmetrics' BinaryCalibrationError (l1).
+    """Expected calibration error in equal-width bins, as torchmetrics' BinaryCalibrationError (l1).
 
     Bins are [k/n, (k+1)/n) and p = 1 has a bin of its own, as torch.bucketize(right=True) puts it.
     """
@@ -157,3 +160,85 @@ def report_metrics(
         "lift_top10": lift_at(p, y, 0.1) if len(y) else _undefined("lift", "no rows"),
         "cindex": cindex(-p if later is None else later, tau, observed),
     }
+
+
+def check_labels(y) -> np.ndarray:
+    """`y` as an int64 array of 0/1 labels (1 = churned); ValueError otherwise."""
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.isin(y, (0, 1)).all():
+        raise ValueError("y must be a 1-d array of 0/1 labels (1 = churned)")
+    return y.astype(np.int64)
+
+
+def check_scores(name: str, values, n: int, what: str, unit: bool) -> np.ndarray:
+    """`values` as a float64 (n,) array, finite and, with `unit`, in [0, 1]; ValueError otherwise.
+
+    A NaN raises rather than dropping the row: a method that skips customers would be
+    scored on an easier set.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (n,):
+        raise ValueError(
+            f"{what} of {name!r} has shape {values.shape}, expected ({n},): one value per test row"
+        )
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(
+            f"{what} of {name!r} has {int(bad.sum())} NaN/inf value(s), "
+            f"first at row {int(np.flatnonzero(bad)[0])}: "
+            "every test row needs a score (rows are never dropped silently)"
+        )
+    if unit and ((values < 0) | (values > 1)).any():
+        raise ValueError(f"{what} of {name!r} has values outside [0, 1]: pass probabilities")
+    return values
+
+
+# score_table's columns, and the report_metrics key each one is (the README table's names).
+SCORE_COLUMNS = {
+    "auroc": "auroc",
+    "ap_churners": "ap",
+    "ap_returners": "ap_returners",
+    "brier": "brier",
+    "log_loss": "log_loss",
+    "ece": "ece",
+    "lift10": "lift_top10",
+    "cindex": "cindex",
+}
+
+
+def score_table(
+    y: np.ndarray,
+    preds: Mapping[str, np.ndarray],
+    tau: np.ndarray,
+    observed: np.ndarray,
+    later: Mapping[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """`report_metrics` of each method on one test snapshot, one row per method.
+
+    Args:
+        y: (N,) 0/1 churn labels.
+        preds: method -> (N,) p_churn; a NaN raises ValueError rather than dropping the row.
+        tau, observed: (N,) days to churn and its event flag (False = censored), DESIGN section 3.
+        later: method -> (N,) score where higher means later churn, for the C-index; a method
+            missing here is ranked by -p_churn, as DESIGN section 8 prescribes.
+
+    Returns:
+        Columns method and SCORE_COLUMNS: auroc, ap_churners, ap_returners (returners as the
+        positive class, scored by 1 - p), brier, log_loss, ece (ECE_BINS bins), lift10, cindex.
+    """
+    y = check_labels(y)
+    n = len(y)
+    tau = check_scores("tau", tau, n=n, what="tau", unit=False)
+    observed = np.asarray(observed, dtype=bool)
+    if observed.shape != (n,):
+        raise ValueError(f"observed has shape {observed.shape}, expected ({n},)")
+    later = dict(later or {})
+    rows = []
+    for name, p in preds.items():
+        p = check_scores(name, p, n=n, what="p_churn", unit=True)
+        s = None
+        if name in later:
+            s = check_scores(name, later[name], n=n, what="later score", unit=False)
+        scores = report_metrics(y, p, tau=tau, observed=observed, later=s)
+        rows.append({"method": name, **{c: scores[k] for c, k in SCORE_COLUMNS.items()}})
+    return pd.DataFrame(rows, columns=["method", *SCORE_COLUMNS])

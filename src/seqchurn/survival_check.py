@@ -16,8 +16,8 @@ import pandas as pd
 from lifelines import KaplanMeierFitter
 
 from seqchurn.data.labels import censor_edge, to_date
-from seqchurn.io import atomic_write
 from seqchurn.metrics import cindex
+from seqchurn.plots import figure, save
 
 
 def km_by_risk_group(
@@ -117,12 +117,9 @@ def survival_check(
     return table, summary
 
 
-def plot_survival_check(table: pd.DataFrame, path: str | Path) -> None:
-    """Predicted vs Kaplan-Meier P(tau > e), one point per (cutoff, decile, edge), with the KM band."""
-    from matplotlib.figure import Figure  # no pyplot: no global backend switch for the caller
-
-    fig = Figure(figsize=(5.5, 5), layout="constrained")
-    ax = fig.subplots()
+def plot_survival_check(table: pd.DataFrame, path: str | Path) -> Path:
+    """Predicted vs Kaplan-Meier P(tau > e), a point per (cutoff, decile, edge), with the KM band."""
+    fig, (ax,) = figure()
     for e, part in table.groupby("edge_days"):
         err = np.vstack([part["s_km"] - part["km_lo"], part["km_hi"] - part["s_km"]]).clip(min=0)
         ax.errorbar(
@@ -141,4 +138,4 @@ def plot_survival_check(table: pd.DataFrame, path: str | Path) -> None:
         title=f"time to churn by risk decile: {table['inside'].mean():.0%} inside the band",
     )
     ax.legend(fontsize=8)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    return save(fig, path)

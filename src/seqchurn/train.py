@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import hydra
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from seqchurn.callbacks import RiskTiers, SurvivalCheck, gather_rows
@@ -22,12 +24,25 @@ from seqchurn.metrics import auroc, oracle_ratio, report_metrics
 from seqchurn.models.heads import p_churn, tau_restricted_mean
 
 log = logging.getLogger(__name__)
+# Written beside the checkpoints when fit ends normally; its absence marks an interrupted run.
+COMPLETE = "fit_complete"
+
+
+def instantiate(node, **kwargs):
+    """hydra.utils.instantiate, with a DataError of the target raised as itself (exit 2)."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, (DataError, TypeError)):
+            raise DataError(str(cause).splitlines()[0]) from err
+        raise
 
 
 def instantiate_group(cfg: DictConfig | None) -> list:
     """Every `_target_` entry of a config group such as callbacks or logger."""
     nodes = (cfg or {}).values()
-    return [hydra.utils.instantiate(c) for c in nodes if c is not None and "_target_" in c]
+    return [instantiate(c) for c in nodes if c is not None and "_target_" in c]
 
 
 def train(cfg: DictConfig) -> tuple[dict, dict]:
@@ -39,27 +54,32 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         order of datamodule.snapshots["test"]).
     """
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
     log.info("data:\n%s", datamodule.describe())
-    model = hydra.utils.instantiate(
+    model = instantiate(
         cfg.model, bin_edges=datamodule.bin_edges, **datamodule.sizes, _convert_="all"
     )
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False
-    )
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     metrics: dict[str, float] = {}
     started = time.perf_counter()
+    ckpt_path = _checkpoint_to_start_from(cfg, trainer)
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        _check_epochs(cfg.trainer)
+        done = _completion_marker(trainer)
+        if done is not None:
+            done.unlink(missing_ok=True)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        if done is not None and trainer.is_global_zero:
+            done.write_text("fit completed\n")
         metrics["time/fit_s"] = time.perf_counter() - started
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
-    best = _best_checkpoint(trainer) or cfg.get("ckpt_path")
+    best = _best_checkpoint(trainer) or ckpt_path
     for cb in callbacks:
         if isinstance(cb, RiskTiers):
             log.info(cb.describe())
@@ -85,6 +105,46 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         "test_predictions": predictions,
     }
     return metrics, objects
+
+
+def _completion_marker(trainer: pl.Trainer) -> Path | None:
+    callback = trainer.checkpoint_callback
+    folder = getattr(callback, "dirpath", None) if callback else None
+    return Path(folder) / COMPLETE if folder else None
+
+
+def _checkpoint_to_start_from(cfg: DictConfig, trainer: pl.Trainer) -> str | None:
+    """`ckpt_path` as given; `last` or an interrupted run in the same folder -> its last.ckpt.
+
+    A run folder whose checkpoints lack the completion marker was interrupted: re-running
+    train there resumes from last.ckpt instead of starting over beside a stale best.ckpt.
+    """
+    ckpt = cfg.get("ckpt_path")
+    done = _completion_marker(trainer)
+    last = done.parent / "last.ckpt" if done is not None else None
+    if ckpt == "last":
+        if last is None or not last.is_file():
+            raise DataError(
+                f"ckpt_path=last: there is no last.ckpt in {last.parent if last else 'the run'}"
+            )
+        return str(last)
+    if ckpt is None and cfg.get("train", True) and last is not None and last.is_file():
+        if not done.exists():
+            log.info("resuming the interrupted run from %s", last)
+            return str(last)
+    if ckpt is not None and not Path(ckpt).is_file():
+        raise DataError(f"checkpoint not found: {ckpt}")
+    return ckpt
+
+
+def _check_epochs(trainer_cfg: DictConfig) -> None:
+    epochs = trainer_cfg.get("max_epochs")
+    if trainer_cfg.get("fast_dev_run"):
+        return
+    if epochs is not None and (not isinstance(epochs, int) or epochs == 0 or epochs < -1):
+        raise DataError(
+            f"trainer.max_epochs must be a positive integer (or -1 for no limit), got {epochs!r}"
+        )
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 
+from seqchurn.data.timestamps import parse_timestamps
 from seqchurn.errors import DataError
 
 CONTRACT_COLUMNS = ("user_id", "timestamp", "event_type", "amount", "quantity")
@@ -24,26 +25,56 @@ REQUIRED_COLUMNS = ("user_id", "timestamp")
 DEFAULT_EVENT_TYPE = "purchase"
 CDNOW_RESOURCE = "cdnow_master.txt.gz"
 _SHOW_BAD_ROWS = 3
+# Amounts and quantities above this are data errors, not customers: 1e308 trains to NaN.
+MAX_VALUE = 1e12
 
 
-def read_table(path: str | Path, usecols: list[str] | None = None) -> pd.DataFrame:
-    """Read a CSV (optionally gzipped) or a Parquet file / partitioned directory into a frame."""
+# Identity columns are read from CSV as text, so ids keep their leading zeros and spaces
+# ("007" and "7" stay two customers); the other columns' types are inferred.
+ID_COLUMNS = ("user_id", "event_id")
+# Errors of a broken file: truncated or fake gzip, bad bytes, rows with too many fields.
+READ_ERRORS = (ValueError, KeyError, OSError, EOFError)
+
+
+def read_table(
+    path: str | Path, usecols: list[str] | None = None, text_columns=ID_COLUMNS
+) -> pd.DataFrame:
+    """Read a CSV (optionally gzipped) or a Parquet file / partitioned directory into a frame.
+
+    `text_columns` (the file's names of the identity columns) are read from CSV as text.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"file not found: {path}")
     name = path.name.lower()
+    if path.is_dir() and not any(p.is_file() for p in path.rglob("*.parquet")):
+        raise DataError(f"no .parquet file in the directory {path}")
     try:
         if path.is_dir() or name.endswith((".parquet", ".pq")):
             return pads.dataset(path, format="parquet").to_table(columns=usecols).to_pandas()
-        if name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
+        if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
             sep = "\t" if ".tsv" in name else ","
-            return pd.read_csv(
-                path, sep=sep, usecols=usecols, dtype={c: str for c in usecols or []}
-            )
-    except (ValueError, KeyError, OSError) as err:  # pyarrow's errors derive from these
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"cannot read {path}: {first}") from err
+            return pd.read_csv(path, sep=sep, usecols=usecols, dtype=text_dtypes(text_columns))
+    except READ_ERRORS as err:  # pyarrow's errors derive from these
+        raise DataError(f"cannot read {path}: {first_line(err)}") from err
     raise DataError(f"unknown file type {path.suffix!r} for {path}: use .csv, .csv.gz or .parquet")
+
+
+def text_dtypes(columns) -> dict:
+    """read_csv's dtype argument that reads `columns` as text."""
+    return dict.fromkeys(columns, str)
+
+
+def id_sources(columns: Mapping[str, str] | None) -> list[str]:
+    """The file's names of the identity columns under a `data.columns` mapping."""
+    mapping = {k: v for k, v in dict(columns or {}).items() if v is not None}
+    return [mapping.get(c, c) for c in ID_COLUMNS]
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def read_cdnow(path: str | Path | None = None) -> pd.DataFrame:
@@ -56,8 +87,11 @@ def read_cdnow(path: str | Path | None = None) -> pd.DataFrame:
         if not path.exists():
             raise DataError(f"file not found: {path}")
         opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt") as fh:
-            text = fh.read()
+        try:
+            with opener(path, "rt") as fh:
+                text = fh.read()
+        except READ_ERRORS as err:
+            raise DataError(f"cannot read {path}: {first_line(err)}") from err
     frame = pd.read_csv(
         io.StringIO(text),
         sep=r"\s+",
@@ -109,6 +143,8 @@ def clean_events(
     on_bad_rows: str = "raise",
     merge_same_day: bool = False,
     header_lines: int = 1,
+    timestamp_format: str | None = None,
+    max_value: float = MAX_VALUE,
 ) -> tuple[pd.DataFrame, dict]:
     """Validate contract columns and return the cleaned frame plus a report of what was dropped.
 
@@ -117,6 +153,8 @@ def clean_events(
         on_bad_rows: "raise" refuses rows with a null user or time; "drop" drops and counts them.
         merge_same_day: merge a user's events of one type on one day into one, amounts summed.
         header_lines: lines before the first data row, so error messages give file line numbers.
+        timestamp_format: strptime format of the timestamp column; None infers it (timestamps.py).
+        max_value: largest amount or quantity accepted; larger ones are refused as absurd.
     """
     if on_bad_rows not in ("raise", "drop"):
         raise DataError(f"data.on_bad_rows must be 'raise' or 'drop', got {on_bad_rows!r}")
@@ -137,8 +175,8 @@ def clean_events(
     user = frame["user_id"]
     ts_raw = frame["timestamp"]
     null = user.isna().to_numpy() | ts_raw.isna().to_numpy()
-    if user.dtype == object:
-        null |= user.astype(str).str.strip().eq("").to_numpy()
+    if not pd.api.types.is_numeric_dtype(user):
+        null |= user.astype("string").str.strip().eq("").fillna(True).to_numpy()
     if null.any():
         if on_bad_rows == "raise":
             raise DataError(
@@ -147,7 +185,10 @@ def clean_events(
             )
     report["dropped_null_rows"] = int(null.sum())
 
-    timestamp = _parse_timestamps(ts_raw, ~null, header_lines)
+    def line_of(rows: np.ndarray) -> np.ndarray:
+        return rows + 1 + header_lines
+
+    timestamp = parse_timestamps(ts_raw, ~null, line_of, timestamp_format)
     out = pd.DataFrame({"user_id": _user_ids(user), "timestamp": timestamp})
     if "event_type" in frame.columns:
         etype = frame["event_type"].astype("string").fillna(DEFAULT_EVENT_TYPE).str.strip()
@@ -155,7 +196,7 @@ def clean_events(
     else:
         out["event_type"] = DEFAULT_EVENT_TYPE
     for col in ("amount", "quantity"):
-        out[col] = _non_negative(frame, col, ~null, header_lines)
+        out[col] = _amounts(frame, col, ~null, header_lines, max_value)
     out = out.loc[~null]
 
     out["day"] = out["timestamp"].to_numpy().astype("datetime64[D]").astype(np.int64)
@@ -179,49 +220,43 @@ def clean_events(
 
 
 def _user_ids(user: pd.Series) -> pd.Series:
-    if pd.api.types.is_float_dtype(user):  # integer ids read with nulls come back as floats
+    """Ids as the exact text of the file; numeric ids (Parquet) in their decimal form."""
+    if pd.api.types.is_float_dtype(user):  # integer ids stored with nulls come back as floats
         user = user.astype("Int64")
-    return user.astype("string").str.strip().astype(object)
+    return user.astype("string").astype(object)
 
 
-def _parse_timestamps(raw: pd.Series, valid: np.ndarray, header_lines: int) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        ts = raw
-        if getattr(ts.dt, "tz", None) is not None:
-            ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
-        return ts.astype("datetime64[ns]")
-    text = raw.astype("string").str.strip()
-    compact = text.str.fullmatch(r"\d{8}").fillna(False).to_numpy()
-    ts = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
-    if compact.any():  # YYYYMMDD, as in CDNOW and many exports
-        ts[compact] = pd.to_datetime(text[compact], format="%Y%m%d", errors="coerce")
-    rest = ~compact & valid
-    if rest.any():
-        parsed = pd.to_datetime(text[rest], errors="coerce", format="mixed", utc=True)
-        ts[rest] = parsed.dt.tz_localize(None).astype("datetime64[ns]")
-    bad = valid & ts.isna().to_numpy()
-    if bad.any():
-        rows = np.flatnonzero(bad)[:_SHOW_BAD_ROWS]
-        shown = ", ".join(f"line {int(r) + 1 + header_lines}: {text.iloc[r]!r}" for r in rows)
-        raise DataError(f"{int(bad.sum())} unparsable timestamp(s), e.g. {shown}")
-    return ts
-
-
-def _non_negative(
-    frame: pd.DataFrame, col: str, valid: np.ndarray, header_lines: int
+def _amounts(
+    frame: pd.DataFrame, col: str, valid: np.ndarray, header_lines: int, max_value: float
 ) -> np.ndarray:
+    """A numeric column, checked: numbers, finite, 0 <= x <= max_value; missing means 0."""
     if col not in frame.columns:
         return np.zeros(len(frame))
-    values = pd.to_numeric(frame[col], errors="coerce")
-    bad_text = values.isna().to_numpy() & frame[col].notna().to_numpy() & valid
-    if bad_text.any():
-        raise DataError(f"non-numeric {col} at line(s) {_line_numbers(bad_text, header_lines)}")
+    raw = frame[col]
+    text = raw.astype("string").str.strip() if not pd.api.types.is_numeric_dtype(raw) else raw
+    values = pd.to_numeric(text, errors="coerce")
+    present = raw.notna().to_numpy() & valid
+    if text.dtype == "string":
+        present &= text.ne("").fillna(False).to_numpy()
+    checks = (
+        (values.isna().to_numpy() & present, "non-numeric"),
+        (np.isinf(values.fillna(0.0).to_numpy(dtype=np.float64)) & present, "infinite"),
+    )
+    for bad, what in checks:
+        if bad.any():
+            raise DataError(
+                f"{int(bad.sum())} {what} {col} value(s) at line(s) {_line_numbers(bad, header_lines)}"
+            )
     values = values.fillna(0.0).to_numpy(dtype=np.float64)
-    negative = (values < 0) & valid
-    if negative.any():
-        raise DataError(
-            f"{int(negative.sum())} negative {col} value(s), first at line(s) {_line_numbers(negative, header_lines)}"
-        )
+    for bad, what in (
+        ((values < 0) & valid, "negative"),
+        ((values > max_value) & valid, f"absurd (above data.max_value={max_value:g})"),
+    ):
+        if bad.any():
+            raise DataError(
+                f"{int(bad.sum())} {what} {col} value(s), first at line(s) "
+                f"{_line_numbers(bad, header_lines)}"
+            )
     return values
 
 
@@ -241,7 +276,7 @@ def read_raw(
         raise DataError(f"unknown data source {source!r}: use one of {list(SOURCES)}")
     if path is None:
         raise DataError("data.path is required for data=events (a CSV or Parquet file)")
-    return rename_columns(read_table(path), columns)
+    return rename_columns(read_table(path, text_columns=id_sources(columns)), columns)
 
 
 def load_events(
@@ -260,7 +295,7 @@ def read_users(
     path: str | Path, user_column: str = "user_id", attributes: list[str] | None = None
 ) -> pd.DataFrame:
     """Read the optional static user table: `user_id` plus categorical attribute columns as strings."""
-    table = read_table(path)
+    table = read_table(path, text_columns=[user_column])
     if user_column not in table.columns:
         raise DataError(
             f"user table {path} has no column {user_column!r}; it has {list(table.columns)}"

@@ -11,6 +11,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from seqchurn.data.timeline import EventIndex
 from seqchurn.errors import DataError
 
 DEFAULT_BIN_EDGES = (
@@ -98,16 +99,19 @@ def make_snapshots(
     obs_end: int | None,
     bin_edges: Sequence[int] = DEFAULT_BIN_EDGES,
     activity_event_types: Sequence[str] | None = None,
+    *,
+    index: EventIndex | None = None,
 ) -> pd.DataFrame:
     """One row per (eligible user, cutoff) with labels y, tau, observed, tau_bin.
 
     Args:
-        events: cleaned events (see data/events.py), sorted by user and time.
+        events: cleaned events (see data/events.py).
         cutoffs: cutoff days (days since epoch); each includes all of its day.
         horizon: H in days.
         obs_end: E, the last day labels may look at; None gives unlabeled snapshots (prediction).
         bin_edges: finite upper edges of the tau bins, already merged (section 3).
         activity_event_types: which types count as activity (None = all).
+        index: the EventIndex of `events` with this activity, when the caller has one already.
 
     Returns:
         Frame with `user_id`, `cutoff`, and when labeled `y` (int8), `tau` (observed tau, or
@@ -119,46 +123,38 @@ def make_snapshots(
         raise DataError(
             f"cutoff {bad} + {horizon} days passes the observation end {to_date(obs_end)}: its labels are unknown"
         )
-    act = events.loc[activity_mask(events, activity_event_types), ["user_id", "day"]]
-    if obs_end is not None:
-        act = act[act["day"] <= obs_end]
-    act = act.drop_duplicates()  # labels work in calendar days
-    users, user_code = np.unique(act["user_id"].to_numpy(dtype=object), return_inverse=True)
-    day = act["day"].to_numpy(dtype=np.int64)
-    order = np.lexsort((day, user_code))
-    user_code, day = user_code[order], day[order]
-    n_users = len(users)
-    start = np.searchsorted(user_code, np.arange(n_users), side="left")
-    end = np.searchsorted(user_code, np.arange(n_users), side="right")
+    if index is None:
+        index = EventIndex(events, activity_mask(events, activity_event_types))
 
-    # One query per (user, cutoff): index of the first activity day after C.
+    # One query per (user, cutoff): the first activity day after C, in the activity-day arrays.
+    n_users = len(index.users)
     q_user = np.repeat(np.arange(n_users), len(cutoffs))
     q_cut = np.tile(cutoffs, n_users)
-    base = min(int(day.min(initial=cutoffs.min())), int(cutoffs.min()))
-    span = max(int(day.max(initial=0)), int(cutoffs.max())) - base + 2
-    key = user_code * span + (day - base)
-    q_key = q_user * span + (q_cut - base)
-    nxt = np.searchsorted(key, q_key, side="right")
-    eligible = nxt > start[q_user]
+    nxt = index.activity_end(q_user, q_cut)
+    eligible = nxt > index.activity_start(q_user)
     q_user, q_cut, nxt = q_user[eligible], q_cut[eligible], nxt[eligible]
-    out = pd.DataFrame({"user_id": users[q_user], "cutoff": q_cut})
+    out = pd.DataFrame({"user_id": index.users[q_user], "cutoff": q_cut})
     if obs_end is None:
         return out
 
-    has_next = nxt < end[q_user]
-    nxt_day = np.where(has_next, day[np.minimum(nxt, len(day) - 1)], np.iinfo(np.int64).max)
+    # Labels see activity days up to E only: `end` is one past each user's last one.
+    day, never = index.act_day, np.iinfo(np.int64).max
+    end = index.activity_end(q_user, obs_end)
+    has_next = nxt < end
+    nxt_day = np.where(has_next, day[np.minimum(nxt, len(day) - 1)], never)
     y = ~(has_next & (nxt_day <= q_cut + horizon))
 
-    # The onset is the first activity day after C followed by more than H silent days; the
-    # last day of each user always qualifies, so the lookup stays inside the user's rows.
-    gap = np.full(len(day), np.iinfo(np.int64).max)
-    same_user = user_code[1:] == user_code[:-1]
-    gap[:-1] = np.where(same_user, day[1:] - day[:-1], gap[:-1])
+    # The onset is the first activity day after C followed by more than H silent days; each
+    # user's last day up to E always qualifies, so the lookup stays inside the user's rows.
+    rows = np.arange(len(day))
+    row_end = index.activity_end(index.act_code, obs_end)
+    gap = np.full(len(day), never)
+    gap[:-1] = np.where(rows[1:] < row_end[:-1], day[1:] - day[:-1], never)
     onset_rows = np.flatnonzero(gap > horizon)
     onset_row = onset_rows[np.searchsorted(onset_rows, np.minimum(nxt, len(day) - 1))]
     tau = np.where(y, 0, day[onset_row] - q_cut)
 
-    m = censor_edge(q_cut, obs_end, horizon, bin_edges)
+    m = censor_edge(q_cut, obs_end=obs_end, horizon=horizon, edges=bin_edges)
     observed = tau <= m
     tau_bin = np.where(observed, tau_bin_of(tau, bin_edges), tau_bin_of(m, bin_edges))
     out["y"] = y.astype(np.int8)

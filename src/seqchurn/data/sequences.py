@@ -10,11 +10,13 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from seqchurn.data.features import EventIndex, last_events, summary_features
+from seqchurn.data.feature_table import SEQUENCE_CHANNELS, Feature, input_table
+from seqchurn.data.features import last_events, summary_features
+from seqchurn.data.timeline import EventIndex
 from seqchurn.errors import DataError
 
 EVENT_TYPE = "event_type"  # (B, T) long, 0 = pad, 1 = out of vocabulary
-NUMERIC = "numeric"  # (B, T, F) float
+NUMERIC = "numeric"  # (B, T, F) float, F = feature_table.SEQUENCE_CHANNELS, standardized log1p
 MASK = "mask"  # (B, T) bool, True on real events
 SUMMARY = "summary"  # (B, S) float, standardized
 STATIC = "static"  # (B, A) long, 0 = unknown
@@ -28,8 +30,6 @@ CUTOFF = "cutoff"  # (B,) long, days since 1970-01-01
 PAD_ID = 0
 OOV_ID = 1
 
-NUMERIC_CHANNELS = ("log_amount", "log_quantity", "log_gap_prev_days", "log_days_before_cutoff")
-DAYS_BEFORE_CUTOFF_CHANNEL = 3  # index into NUMERIC, the time-aware position of the Transformer
 INDEX = "index"  # (B,) long, row of the snapshot table, to put predictions back in order
 LABEL_KEYS = (Y, TAU, TAU_BIN, OBSERVED)
 
@@ -54,11 +54,16 @@ class Preprocessor:
         return sorted(self.vocab, key=self.vocab.get)
 
     @property
+    def inputs(self) -> tuple[Feature, ...]:
+        """The feature table of this model's inputs (data/feature_table.input_table)."""
+        return input_table(self.count_types, self.static_columns)
+
+    @property
     def sizes(self) -> dict:
         """Sizes learned from the data, passed to the model when it is built."""
         return {
             "n_event_types": len(self.vocab) + 2,
-            "n_numeric": len(NUMERIC_CHANNELS),
+            "n_numeric": len(SEQUENCE_CHANNELS),
             "n_summary": len(self.summary_names),
             "static_cardinalities": [len(self.static_vocab[c]) + 1 for c in self.static_columns],
         }
@@ -75,11 +80,11 @@ class Preprocessor:
     ) -> "Preprocessor":
         """Fit vocabularies and scalers on the training snapshots' inputs."""
         codes, cutoffs = _codes_and_cutoffs(index, snapshots)
-        ragged = last_events(index, codes, cutoffs, max_len)
+        ragged = last_events(index, codes=codes, cutoffs=cutoffs, max_len=max_len)
         types, counts = np.unique(ragged.event_type.astype(str), return_counts=True)
         top = types[np.lexsort((types, -counts))][:max_event_types]
         vocab = {str(t): i + 2 for i, t in enumerate(top)}
-        raw = summary_features(index, codes, cutoffs, list(vocab))
+        raw = summary_features(index, codes=codes, cutoffs=cutoffs, count_types=list(vocab))
         summary = np.log1p(np.clip(raw.to_numpy(), 0, None))
         static_columns = [c for c in (users.columns if users is not None else []) if c != "user_id"]
         static_vocab = {}
@@ -103,19 +108,27 @@ class Preprocessor:
         )
 
     def transform(
-        self, index: EventIndex, snapshots: pd.DataFrame, users: pd.DataFrame | None = None
+        self,
+        index: EventIndex,
+        snapshots: pd.DataFrame,
+        users: pd.DataFrame | None = None,
+        keep_raw: bool = False,
     ) -> "SnapshotDataset":
-        """Snapshots -> tensors; labels are carried over when the snapshots have them."""
+        """Snapshots -> tensors; labels are carried over when the snapshots have them.
+
+        With `keep_raw` the dataset also keeps the unscaled inputs (`SnapshotDataset.raw`),
+        which reason sentences quote and prediction reports, at the cost of their memory.
+        """
         missing = [c for c in self.static_columns if users is None or c not in users.columns]
         if missing:
             raise DataError(
                 f"the model was trained with user attribute(s) {missing} that the data lacks"
             )
         codes, cutoffs = _codes_and_cutoffs(index, snapshots)
-        ragged = last_events(index, codes, cutoffs, self.max_len)
+        ragged = last_events(index, codes=codes, cutoffs=cutoffs, max_len=self.max_len)
         ids = pd.Series(ragged.event_type).map(self.vocab).fillna(OOV_ID).to_numpy(np.int64)
         numeric = (ragged.numeric - np.float32(self.numeric_mean)) / np.float32(self.numeric_std)
-        raw = summary_features(index, codes, cutoffs, self.count_types)
+        raw = summary_features(index, codes=codes, cutoffs=cutoffs, count_types=self.count_types)
         summary = (
             np.log1p(np.clip(raw.to_numpy(), 0, None)) - self.summary_mean
         ) / self.summary_std
@@ -141,6 +154,8 @@ class Preprocessor:
             user_id=snapshots["user_id"].to_numpy(dtype=object),
             cutoff=torch.as_tensor(cutoffs),
             labels=labels,
+            raw_summary=raw if keep_raw else None,
+            raw_numeric=torch.as_tensor(ragged.raw) if keep_raw else None,
         )
 
     def state_dict(self) -> dict:
@@ -152,12 +167,8 @@ class Preprocessor:
 
 
 def _codes_and_cutoffs(index: EventIndex, snapshots: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    user_ids = snapshots["user_id"].to_numpy(dtype=object)
-    codes = index.user_codes(user_ids)
-    if len(user_ids) and (
-        np.any(codes >= len(index.users))
-        or np.any(index.users[np.minimum(codes, len(index.users) - 1)] != user_ids)
-    ):
+    codes, known = index.find_users(snapshots["user_id"].to_numpy(dtype=object))
+    if not known.all():
         raise ValueError("snapshots name users that are not in the event log")
     return codes, snapshots["cutoff"].to_numpy(np.int64)
 
@@ -167,24 +178,59 @@ def _safe_std(x: np.ndarray) -> np.ndarray:
     return np.where(std > 1e-8, std, 1.0)
 
 
+@dataclass
+class RawInputs:
+    """The unscaled inputs of a batch, aligned with it: the numbers reason sentences quote."""
+
+    summary: pd.DataFrame  # (B, S) raw summary features, columns named as in the feature table
+    numeric: np.ndarray  # (B, T, F) float64 raw SEQUENCE_CHANNELS in their units, 0 on padding
+
+
 class SnapshotDataset(Dataset):
     """Ragged per-snapshot tensors; indexing with a list of rows returns a padded batch dict."""
 
-    def __init__(self, event_type, numeric, offsets, summary, static, user_id, cutoff, labels=None):
+    def __init__(
+        self,
+        event_type,
+        numeric,
+        offsets,
+        summary,
+        static,
+        user_id,
+        cutoff,
+        labels=None,
+        raw_summary: pd.DataFrame | None = None,
+        raw_numeric: torch.Tensor | None = None,
+    ):
         self.event_type, self.numeric, self.offsets = event_type, numeric, offsets
         self.summary, self.static, self.user_id, self.cutoff = summary, static, user_id, cutoff
         self.labels = labels
+        self.raw_summary, self.raw_numeric = raw_summary, raw_numeric
         self.lengths = (offsets[1:] - offsets[:-1]).numpy()
 
     def __len__(self) -> int:
         return len(self.cutoff)
 
-    def __getitem__(self, rows) -> dict:
+    def _gather(self, rows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = torch.as_tensor(np.atleast_1d(np.asarray(rows, dtype=np.int64)))
         lengths = self.offsets[rows + 1] - self.offsets[rows]
         steps = torch.arange(int(lengths.max()))
         mask = steps[None, :] < lengths[:, None]  # (B, T), real events left-aligned
         src = torch.where(mask, self.offsets[rows][:, None] + steps[None, :], 0)  # (B, T)
+        return rows, mask, src
+
+    def raw(self, rows) -> RawInputs:
+        """The unscaled inputs of `self[rows]`, in the same order and padding."""
+        if self.raw_summary is None:
+            raise ValueError("this dataset keeps no raw inputs: transform it with keep_raw=True")
+        rows, mask, src = self._gather(rows)
+        return RawInputs(
+            summary=self.raw_summary.iloc[rows.numpy()].reset_index(drop=True),
+            numeric=(self.raw_numeric[src] * mask[..., None]).numpy(),
+        )
+
+    def __getitem__(self, rows) -> dict:
+        rows, mask, src = self._gather(rows)
         batch = {
             EVENT_TYPE: torch.where(mask, self.event_type[src], PAD_ID),
             NUMERIC: self.numeric[src] * mask[..., None],  # (B, T, F)
@@ -261,7 +307,9 @@ class BucketBatchSampler(Sampler):
         return batches
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        return iter(self._shard(self._batches()))
+        # A generator: the epoch's order is drawn at the first batch, after set_epoch, even
+        # when Lightning creates the iterator early (as it does when resuming).
+        yield from self._shard(self._batches())
 
     def __len__(self) -> int:
         return len(self._shard(self._batches()))
@@ -286,4 +334,7 @@ def make_loader(
         batch_size=None,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        # Its own generator: creating an iterator must not draw from the global one that
+        # dropout uses, or a resumed run would drift from an uninterrupted one.
+        generator=torch.Generator().manual_seed(seed),
     )

@@ -1,8 +1,9 @@
 """Read an event log in chunks of whole users, so scoring a large log keeps memory bounded.
 
-A log sorted by user (CSV or Parquet file) is read in row batches; the rows of the last
-user of a batch are held back and prepended to the next one, so every chunk holds
-complete histories. A Parquet dataset directory partitioned by user is read one
+A log whose users' rows are contiguous (sorted by user, or in any order of users: a log
+sorted numerically by id streams too) is read in row batches; the rows of the last user of
+a batch are held back and prepended to the next one, so every chunk holds complete
+histories. A Parquet dataset directory partitioned by user is read one
 fragment at a time. Anything else is read whole.
 """
 
@@ -17,7 +18,14 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from seqchurn.data.events import read_raw, rename_columns
+from seqchurn.data.events import (
+    READ_ERRORS,
+    first_line,
+    id_sources,
+    read_raw,
+    rename_columns,
+    text_dtypes,
+)
 from seqchurn.errors import DataError
 
 
@@ -38,18 +46,40 @@ def _source_column(columns: Mapping[str, str] | None, name: str) -> str:
 
 
 def _raw_batches(
-    path: Path, chunk_rows: int, usecols: list[str] | None = None
+    path: Path, chunk_rows: int, text_columns: list[str], usecols: list[str] | None = None
 ) -> Iterator[pd.DataFrame]:
-    if _is_parquet(path):
-        file = pq.ParquetFile(path)
-        for batch in file.iter_batches(batch_size=chunk_rows, columns=usecols):
-            yield batch.to_pandas()
-    else:
-        try:
-            reader = pd.read_csv(path, chunksize=chunk_rows, usecols=usecols)
-        except ValueError as err:
-            raise DataError(f"cannot read {path}: {err}") from err
-        yield from reader
+    try:
+        if _is_parquet(path):
+            file = pq.ParquetFile(path)
+            for batch in file.iter_batches(batch_size=chunk_rows, columns=usecols):
+                yield batch.to_pandas()
+        else:
+            dtype = text_dtypes(text_columns)
+            yield from pd.read_csv(path, chunksize=chunk_rows, usecols=usecols, dtype=dtype)
+    except READ_ERRORS as err:
+        raise DataError(f"cannot read {path}: {first_line(err)}") from err
+
+
+class _Contiguity:
+    """Whether each user's rows form one run, over batches: a user seen before must not return."""
+
+    def __init__(self) -> None:
+        self.done: set = set()
+        self.current = None
+
+    def add(self, users: np.ndarray) -> bool:
+        if len(users) == 0:
+            return True
+        runs = users[np.flatnonzero(np.r_[True, users[1:] != users[:-1]])].tolist()
+        continuing = self.current is not None and runs[0] == self.current
+        if self.current is not None and not continuing:
+            self.done.add(self.current)
+        new = runs[1:] if continuing else runs
+        if len(set(new)) != len(new) or not self.done.isdisjoint(new):
+            return False
+        self.done.update(runs[:-1])
+        self.current = runs[-1]
+        return True
 
 
 def total_rows(path: str | Path) -> int | None:
@@ -60,21 +90,17 @@ def total_rows(path: str | Path) -> int | None:
     return pq.ParquetFile(path).metadata.num_rows if _is_parquet(path) else None
 
 
-def is_sorted_by_user(
+def is_grouped_by_user(
     path: str | Path, columns: Mapping[str, str] | None, chunk_rows: int = 1_000_000
 ) -> bool:
-    """Whether the user column never decreases; reads that one column only."""
+    """Whether each user's rows are contiguous; reads that one column only."""
     user = _source_column(columns, "user_id")
-    last = None
+    runs = _Contiguity()
     try:
-        for batch in _raw_batches(Path(path), chunk_rows, [user]):
-            u = batch[user].to_numpy()
-            if len(u) == 0:
-                continue
-            if (last is not None and u[0] < last) or bool((u[1:] < u[:-1]).any()):
+        for batch in _raw_batches(Path(path), chunk_rows, [user], usecols=[user]):
+            if not runs.add(batch[user].to_numpy()):
                 return False
-            last = u[-1]
-    except (TypeError, KeyError):  # mixed id types or a missing column: the full read reports it
+    except (TypeError, KeyError, DataError):  # a missing column or bad file: the full read says so
         return False
     return True
 
@@ -90,8 +116,8 @@ def iter_user_chunks(
 
     Args:
         source: "cdnow" (read whole; it is small) or "events" (CSV / Parquet file or directory).
-        stream: True streams (the file must be sorted by user), False reads whole, "auto" streams
-            a file whose user column is sorted and reads anything else whole.
+        stream: True streams (each user's rows must be contiguous), False reads whole, "auto"
+            streams a file whose users' rows are contiguous and reads anything else whole.
     """
     file = Path(path) if source == "events" and path is not None else None
     if file is not None and file.is_dir():
@@ -100,10 +126,10 @@ def iter_user_chunks(
         file is not None
         and file.is_file()
         and stream is not False
-        and (stream is True or is_sorted_by_user(file, columns))
+        and (stream is True or is_grouped_by_user(file, columns))
     ):
         yield from _stream_sorted(file, columns, chunk_rows)
-    else:  # read whole: CDNOW, an unsorted file, and every missing-file or unknown-source error
+    else:  # read whole: CDNOW, an interleaved file, and every missing-file or unknown-source error
         yield RawChunk(read_raw(source, path, columns), 1)
 
 
@@ -118,22 +144,18 @@ def _stream_sorted(
 ) -> Iterator[RawChunk]:
     carry: pd.DataFrame | None = None
     line = 1 if _is_parquet(path) else 2  # CSV line 1 is the header
-    last_user = None
-    for batch in _raw_batches(path, chunk_rows):
+    runs = _Contiguity()
+    for batch in _raw_batches(path, chunk_rows, id_sources(columns)):
         batch = rename_columns(batch, columns)
         if "user_id" not in batch.columns:
             raise DataError(
                 f"missing required column 'user_id'; the data has {list(batch.columns)}"
             )
-        u = batch["user_id"].to_numpy()
-        if len(u) and (
-            (last_user is not None and u[0] < last_user) or bool((u[1:] < u[:-1]).any())
-        ):
+        if not runs.add(batch["user_id"].to_numpy()):
             raise DataError(
-                f"{path} is not sorted by user; sort it, or set stream=false to read it whole"
+                f"{path} is not sorted by user (a user's rows are not contiguous); sort it, "
+                "or set scoring.stream=false to read it whole"
             )
-        if len(u):
-            last_user = u[-1]
         frame = batch if carry is None else pd.concat([carry, batch], ignore_index=True)
         if len(frame) == 0:
             continue

@@ -13,6 +13,10 @@ from seqchurn.models.common import UserFeatures
 class LogisticEncoder(nn.Module):
     """User vector = concat(summary, static embeddings): batch -> (B, out_dim)."""
 
+    # explain/ reads this and `embeddings` instead of recognizing the class: the user vector is
+    # concat(summary, static embeddings) unchanged, so the head's weights are the coefficients.
+    linear_inputs = True
+
     def __init__(
         self,
         n_event_types: int,
@@ -25,6 +29,11 @@ class LogisticEncoder(nn.Module):
         # n_event_types / n_numeric are accepted so every encoder is built from the same sizes dict
         self.user = UserFeatures(n_summary, static_cardinalities, static_dim, use_summary=True)
         self.out_dim = self.user.out_dim
+
+    @property
+    def embeddings(self) -> tuple[nn.Embedding | None, list[nn.Embedding]]:
+        """(event-type embedding or None, static embeddings): the outputs explain/ attributes to."""
+        return None, list(self.user.static.embs)
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.user(batch)

@@ -42,6 +42,11 @@ class LSTMEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.out_dim = hidden + self.user.out_dim
 
+    @property
+    def embeddings(self) -> tuple[nn.Embedding | None, list[nn.Embedding]]:
+        """(event-type embedding, static embeddings): the outputs explain/ attributes to."""
+        return self.embed.type_emb, list(self.user.static.embs)
+
     def forward(self, batch: dict) -> torch.Tensor:
         x = self.embed(batch[EVENT_TYPE], batch[NUMERIC].float())  # (B, T, d)
         lengths = batch[MASK].sum(dim=1).cpu()  # pack_padded_sequence wants lengths on CPU

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from seqchurn.data.sequences import DAYS_BEFORE_CUTOFF_CHANNEL, EVENT_TYPE, MASK, NUMERIC
+from seqchurn.data.feature_table import time_channel
+from seqchurn.data.sequences import EVENT_TYPE, MASK, NUMERIC
 from seqchurn.models.common import EventInputEmbedding, UserFeatures
 
 
@@ -58,10 +59,9 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
-        if n_numeric <= DAYS_BEFORE_CUTOFF_CHANNEL:
-            raise ValueError(
-                f"n_numeric={n_numeric} lacks the time channel {DAYS_BEFORE_CUTOFF_CHANNEL}"
-            )
+        self.time_channel = time_channel()
+        if n_numeric <= self.time_channel:
+            raise ValueError(f"n_numeric={n_numeric} lacks the time channel {self.time_channel}")
         self.pooling, self.index_position, self.d_model = pooling, index_position, d_model
         self.embed = EventInputEmbedding(n_event_types, n_numeric, d_model)
         self.time = TimeEncoding(d_model, max_freq=time_max_freq)
@@ -77,10 +77,15 @@ class TransformerEncoder(nn.Module):
         self.user = UserFeatures(n_summary, static_cardinalities, static_dim, use_summary)
         self.out_dim = d_model + self.user.out_dim
 
+    @property
+    def embeddings(self) -> tuple[nn.Embedding | None, list[nn.Embedding]]:
+        """(event-type embedding, static embeddings): the outputs explain/ attributes to."""
+        return self.embed.type_emb, list(self.user.static.embs)
+
     def forward(self, batch: dict) -> torch.Tensor:
         mask, numeric = batch[MASK], batch[NUMERIC].float()
         x = self.embed(batch[EVENT_TYPE], numeric) + self.time(
-            numeric[..., DAYS_BEFORE_CUTOFF_CHANNEL]
+            numeric[..., self.time_channel]
         )  # (B, T, d)
         if self.index_position:
             # steps back from the latest event, so the newest event always gets position 0

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from seqchurn.data.labels import activity_mask, make_snapshots, to_date, to_day
+from seqchurn.data.labels import activity_mask, make_snapshots, to_date
 from seqchurn.errors import DataError
 
 GROUPS = ("treated", "control")
@@ -38,7 +38,7 @@ def campaign_outcomes(
     plan: pd.DataFrame,
     events: pd.DataFrame,
     horizon_days: int,
-    obs_end: int | str | None = None,
+    obs_end: int | None = None,
     activity_event_types: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Per plan user: tier, group, action cost, churn (0/1) and value in (C, C+H].
@@ -48,8 +48,7 @@ def campaign_outcomes(
             `risk_tier` and `expected_cost` (the cost of the action a treated user got).
         events: cleaned events (data/events.py), covering at least C + H.
         horizon_days: H.
-        obs_end: last day the events cover (days since 1970-01-01 or a date); None = their
-            last day.
+        obs_end: last day the events cover (days since 1970-01-01); None = their last day.
         activity_event_types: types that count as activity (None = all).
     """
     missing = [c for c in ("user_id", "cutoff", "group") if c not in plan.columns]
@@ -69,7 +68,7 @@ def campaign_outcomes(
         cutoff = pd.to_datetime(plan["cutoff"]).to_numpy().astype("datetime64[D]").astype(np.int64)
     except (ValueError, TypeError) as err:
         raise DataError(f"cannot read the plan's cutoff column as dates: {err}") from err
-    last = int(events["day"].max()) if obs_end is None else to_day(obs_end)
+    last = int(events["day"].max()) if obs_end is None else int(obs_end)
     if (cutoff + horizon_days > last).any():
         raise DataError(
             f"the events end on {to_date(last)}, before the plan date "
@@ -169,7 +168,7 @@ def evaluate_campaign(
     n_boot: int = 2000,
     seed: int = 0,
     level: float = 0.95,
-    obs_end: int | str | None = None,
+    obs_end: int | None = None,
     activity_event_types: Sequence[str] | None = None,
 ) -> CampaignReport:
     """Churn rate and value per user, treated vs control, per tier and overall, with intervals.

@@ -12,9 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from seqchurn.io import read_data_events, read_predictions, read_user_table, write_table
+from seqchurn.data.timestamps import config_day
+from seqchurn.io import (
+    check_outputs,
+    read_data_events,
+    read_predictions,
+    read_user_table,
+    write_table,
+)
 from seqchurn.retention.campaign import CampaignReport, evaluate_campaign
-from seqchurn.retention.plan import PREDICTION_COLUMNS, Plan, make_plan
+from seqchurn.retention.plan import PREDICTION_COLUMNS, Plan, check_settings, make_plan
 from seqchurn.retention.report import (
     curve_path,
     plot_profit_curve,
@@ -41,6 +48,9 @@ def run_plan(
         seed: seed of the control group.
         category_column: a column of the log holding the item or category to recommend.
     """
+    data_path = None if data is None else data.get("path")
+    check_outputs([output, segments_path(output)], [predictions, data_path])
+    check_settings(retention["budget"], retention["waste"], retention["control_share"])
     pred = read_predictions(predictions, PREDICTION_COLUMNS)
     events = None if data is None else read_data_events(data, category_column)
     result = make_plan(pred, **retention, seed=seed, events=events)
@@ -64,6 +74,7 @@ def run_evaluation(
             `activity_event_types` and `obs_end` apply.
         n_boot, level, seed: the bootstrap intervals.
     """
+    check_outputs([output], [plan, data.get("path")])
     frame = read_user_table(plan, what="the plan")
     events = read_data_events(data)
     report = evaluate_campaign(
@@ -73,7 +84,7 @@ def run_evaluation(
         n_boot=n_boot,
         seed=seed,
         level=level,
-        obs_end=data["obs_end"],
+        obs_end=config_day(data["obs_end"], "data.obs_end") if data["obs_end"] else None,
         activity_event_types=data["activity_event_types"],
     )
     write_table(report.table, output)

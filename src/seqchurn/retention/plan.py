@@ -102,8 +102,10 @@ def intervene_by(
 
 def check_settings(budget: float | None, waste: float, control_share: float) -> None:
     """Refuse a negative budget or waste and a control share outside [0, 1)."""
-    if budget is not None and float(budget) < 0:
-        raise DataError(f"retention.budget must be >= 0 or null, got {budget}")
+    if budget is not None and not (
+        isinstance(budget, (int, float)) and not isinstance(budget, bool) and 0 <= budget < np.inf
+    ):
+        raise DataError(f"retention.budget must be a finite number >= 0, or null, got {budget!r}")
     if waste < 0:
         raise DataError(f"retention.waste must be >= 0, got {waste}")
     if not 0 <= control_share < 1:

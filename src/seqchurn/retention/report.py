@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqchurn.io import write_png
+from seqchurn.plots import figure, save
 from seqchurn.retention.segments import segment_table
 
 
@@ -38,23 +38,14 @@ def segments_report(predictions: pd.DataFrame) -> pd.DataFrame | None:
 
 def plot_profit_curve(curve: pd.DataFrame, path: str | Path) -> Path:
     """Cumulative expected profit against the share of users targeted, the cut marked; PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # plans are made on servers without a display
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax,) = figure(panel=(6.0, 4.0))
+    # The curve starts at the origin: targeting nobody costs and earns nothing.
     x = np.concatenate([[0.0], curve["share_targeted"].to_numpy()])
     y = np.concatenate([[0.0], curve["cum_profit"].to_numpy()])
     ax.plot(x, y, color="tab:blue", label="ranked by expected profit")
     n_sel = int(curve["selected"].sum())
     ax.axvline(x[n_sel], color="tab:red", linestyle="--", label=f"cut: {n_sel} users")
     ax.axhline(0.0, color="grey", linewidth=0.8)
-    ax.set_xlabel("share of users targeted")
-    ax.set_ylabel("cumulative expected profit")
+    ax.set(xlabel="share of users targeted", ylabel="cumulative expected profit")
     ax.legend(loc="best")
-    fig.tight_layout()
-    try:
-        return write_png(fig, path)
-    finally:
-        plt.close(fig)  # pyplot keeps every figure alive until it is closed
+    return save(fig, path)

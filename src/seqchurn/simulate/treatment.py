@@ -25,10 +25,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from seqchurn.data.labels import to_day
-from seqchurn.errors import DataError
-from seqchurn.io import read_user_table, write_table
+from seqchurn.errors import DataError, check_settings
+from seqchurn.io import check_outputs, read_user_table, write_table
 from seqchurn.simulate.bgnbd import simulate_bgnbd
+from seqchurn.data.timestamps import config_day
 
 _NS_PER_WEEK = 7 * 86_400 * 10**9
 EVENT_COLUMNS = ("user_id", "timestamp", "event_type", "amount", "quantity")
@@ -229,10 +229,14 @@ def simulate_campaign(
     """
     if step not in STEPS:
         raise DataError(f"step must be one of {list(STEPS)}, got {step!r}")
+    check_outputs([out], [plan])
+    check_settings(
+        {"n_users": customers.get("n_users")}, positive_int=True, prefix="data.synthetic."
+    )
     # the node also names the DataModule's log builder; the truth table needs the generator
     params = {k: v for k, v in customers.items() if k != "_target_"}
     events, truth = simulate_bgnbd(**params)
-    c = to_day(cutoff)
+    c = config_day(cutoff, "cutoff")
     if step == "history":
         hist = events.loc[_day_of(events["timestamp"]) <= c, list(EVENT_COLUMNS)]
         write_table(hist, out)

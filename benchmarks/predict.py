@@ -1,12 +1,12 @@
-"""Peak memory and speed of predict on synthetic logs of growing size (issue: bounded-memory scoring).
+"""Peak memory and speed of predict on synthetic logs of growing size (bounded-memory scoring).
 
-    python scripts/benchmark_predict.py [--users 100000 1000000] [--model lstm] [--device cpu]
+    python benchmarks/predict.py [--users 100000 1000000] [--model lstm] [--device cpu]
 
 Writes a Parquet log sorted by user for each size (BG/NBD customers, simulated in blocks of
 100,000 so the generator's own memory stays small), trains a small model once on 10,000
 synthetic users, then runs `scripts/predict.py` on each log in a fresh process and reads
-its peak resident memory. Results go to results/predict_memory.json and to the README
-between the predict-memory markers.
+its peak resident memory. Results go to benchmarks/results/predict_memory.json and to the
+README between the predict-memory markers (benchmarks/report.py).
 """
 
 from __future__ import annotations
@@ -25,13 +25,22 @@ import pyarrow.parquet as pq
 
 from seqchurn.simulate.bgnbd import simulate_bgnbd
 
-ROOT = Path(__file__).resolve().parents[1]
+# A sibling in benchmarks/: Python puts a script's own folder first on its path.
+from report import (
+    PREDICT_MARKERS,
+    README,
+    RESULTS,
+    ROOT,
+    check_markers,
+    predict_markdown,
+    replace_between_markers,
+)
+
 BLOCK = 100_000
-MARK_BEGIN, MARK_END = "<!-- predict-memory:start -->", "<!-- predict-memory:end -->"
 
 
 def write_log(path: Path, n_users: int, seed: int = 0) -> int:
-    """A Parquet log of `n_users` synthetic customers, sorted by user id; returns the event count."""
+    """A Parquet log of `n_users` synthetic customers sorted by user id; returns its event count."""
     writer, n_events = None, 0
     for block in range((n_users + BLOCK - 1) // BLOCK):
         size = min(BLOCK, n_users - block * BLOCK)
@@ -92,16 +101,6 @@ def run_predict(ckpt: Path, log: Path, out_dir: Path, device: str, explain: str)
     return {"peak_rss_mb": usage.ru_maxrss / 1024, "seconds": seconds, "rows": rows}
 
 
-def update_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    if MARK_BEGIN not in content or MARK_END not in content:
-        raise SystemExit("README.md lacks the predict-memory markers")
-    head, rest = content.split(MARK_BEGIN, 1)
-    _, tail = rest.split(MARK_END, 1)
-    readme.write_text(f"{head}{MARK_BEGIN}\n{text}\n{MARK_END}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -110,6 +109,8 @@ def main() -> None:
     parser.add_argument("--explain", default="grad_x_input")
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
+    if not args.no_readme:  # fail now, not after the measure
+        check_markers(README, PREDICT_MARKERS)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -117,15 +118,17 @@ def main() -> None:
         for n in args.users:
             log = tmp / f"log_{n}.parquet"
             n_events = write_log(log, n)
-            res = run_predict(ckpt, log, tmp / f"pred_{n}", args.device, args.explain)
+            res = run_predict(
+                ckpt, log=log, out_dir=tmp / f"pred_{n}", device=args.device, explain=args.explain
+            )
             res.update(users=n, events=n_events, users_per_s=res["rows"] / res["seconds"])
             print(json.dumps(res))
             results.append(res)
     base = results[0]["peak_rss_mb"]
     for r in results:
         r["peak_vs_smallest"] = r["peak_rss_mb"] / base
-    out = ROOT / "results" / "predict_memory.json"
-    out.parent.mkdir(exist_ok=True)
+    out = RESULTS / "predict_memory.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "model": args.model,
         "device": args.device,
@@ -133,21 +136,10 @@ def main() -> None:
         "cpus": os.cpu_count(),
     }
     out.write_text(json.dumps({"settings": meta, "runs": results}, indent=2))
-    lines = [
-        f"predict, {args.model}, {args.device}, reasons by {args.explain}, {os.cpu_count()} CPU cores "
-        "(`python scripts/benchmark_predict.py`):",
-        "",
-        "| users | events | eligible scored | peak RSS (MB) | vs smallest | seconds | users/s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['users']:,} | {r['events']:,} | {r['rows']:,} | {r['peak_rss_mb']:.0f} | "
-            f"{r['peak_vs_smallest']:.2f}x | {r['seconds']:.0f} | {r['users_per_s']:,.0f} |"
-        )
+    markdown = predict_markdown(results, meta)
     if not args.no_readme:
-        update_readme("\n".join(lines))
-    print("\n".join(lines))
+        replace_between_markers(README, PREDICT_MARKERS, markdown)
+    print(markdown)
 
 
 if __name__ == "__main__":
