@@ -29,3 +29,31 @@ def compose_cfg(overrides: list[str], out_dir: Path, config_name: str = "train")
 @pytest.fixture
 def make_cfg(tmp_path):
     return lambda overrides=(), name="train": compose_cfg(list(overrides), tmp_path, name)
+
+
+@pytest.fixture(scope="session")
+def scored(tmp_path_factory):
+    """A tiny trained checkpoint, its event log as CSV and its predictions (Parquet)."""
+    from seqchurn.train import train
+
+    out = tmp_path_factory.mktemp("scored")
+    cfg = compose_cfg(
+        ["data=synthetic", "data.synthetic.n_users=300", "trainer.max_epochs=1", "logger=csv"],
+        out,
+    )
+    _, objects = train(cfg)
+    log = out / "events.csv"
+    objects["datamodule"].events.to_csv(log, index=False)
+    ckpt = out / "checkpoints" / "best.ckpt"
+    predictions = out / "predictions.parquet"
+    predict_file(ckpt, log, predictions)
+    return ckpt, log, predictions, cfg
+
+
+def predict_file(ckpt, log, output, **scoring):
+    """predict_log on an events file, without progress bars or reasons unless asked."""
+    from seqchurn.inference import predict_log
+
+    scoring = {"progress": False, "explain": None, **scoring}
+    data = {"source": "events", "path": str(log), "columns": None}
+    return predict_log(ckpt_path=ckpt, data=data, output=output, **scoring)

@@ -128,10 +128,9 @@ def test_outputs_never_clobber_inputs(tmp_path):
     (tmp_path / "parts").mkdir()
     with pytest.raises(DataError, match="is the input"):
         check_outputs([tmp_path / "parts" / "p.parquet"], [tmp_path / "parts"])
+    (tmp_path / "folder.csv").mkdir()
     with pytest.raises(DataError, match="is a directory"):
-        check_outputs(
-            [tmp_path / "parts.csv"] if (tmp_path / "parts.csv").mkdir() is None else [], []
-        )
+        check_outputs([tmp_path / "folder.csv"], [])
     with pytest.raises(DataError, match=r"must end in .parquet or .csv, not '.xlsx'"):
         write_table(pd.DataFrame({"a": [1]}), tmp_path / "out.xlsx")
     assert not (tmp_path / "out.xlsx").exists()

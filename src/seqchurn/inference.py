@@ -197,6 +197,13 @@ class Scorer:
             if self.explain is not None:
                 raw = dataset.raw(rows)
                 reasons[rows.numpy()], method = self.explain(self.model, batch, pre, raw)
+        bad = ~torch.isfinite(logits).all(dim=1)
+        if bad.any():
+            raise DataError(
+                f"the model gives non-finite predictions for {int(bad.sum())} user(s), e.g. "
+                f"{snaps['user_id'].iloc[int(bad.nonzero()[0, 0])]!r}: its weights are not finite "
+                "or their inputs are far outside what it was trained on"
+            )
         rfm = dataset.raw_summary
         out = pd.DataFrame({"user_id": snaps["user_id"].to_numpy(dtype=object)})
         out["cutoff"] = pd.to_datetime(snaps["cutoff"].to_numpy(), unit="D")

@@ -7,7 +7,7 @@ import contextlib
 import glob
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +27,8 @@ OUTPUT_SUFFIXES = (".parquet", ".csv")
 # Temp files carry the writer's pid, so a later writer of the same target can tell the
 # debris of a killed run (pid gone) from a live writer's file and remove it.
 _TEMP_TAG = "seqchurn-tmp"
+# Open `together()` blocks, innermost last: the (temp, target) renames each one defers.
+_deferred: list[list[tuple[str, Path]]] = []
 
 
 def _temp_file(path: Path, suffix: str) -> Path:
@@ -79,12 +81,45 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
             os.umask(umask)
             mode = 0o666 & ~umask
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        if _deferred:
+            _deferred[-1].append((tmp, path))
+        else:
+            os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+@contextlib.contextmanager
+def together() -> Iterator[None]:
+    """The files atomic_write writes inside this block appear at its end, all of them or none.
+
+    A command with several outputs (a plan, its plot, its table) then leaves nothing new when
+    it fails or is interrupted half-way; after a SIGKILL only temp files remain, and the next
+    writer of each target removes them.
+    """
+    batch: list[tuple[str, Path]] = []
+    _deferred.append(batch)
+    try:
+        yield
+    except BaseException:
+        _deferred.remove(batch)
+        _unlink(tmp for tmp, _ in batch)
+        raise
+    _deferred.remove(batch)
+    try:
+        while batch:
+            os.replace(*batch[0])
+            batch.pop(0)
+    finally:
+        _unlink(tmp for tmp, _ in batch)
+
+
+def _unlink(paths: Iterable[str]) -> None:
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -54,15 +54,21 @@ def read_table(
             return pads.dataset(path, format="parquet").to_table(columns=usecols).to_pandas()
         if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
             sep = "\t" if ".tsv" in name else ","
-            return pd.read_csv(path, sep=sep, usecols=usecols, dtype=text_dtypes(text_columns))
+            return pd.read_csv(path, usecols=usecols, **csv_options(text_columns, sep))
     except READ_ERRORS as err:  # pyarrow's errors derive from these
         raise DataError(f"cannot read {path}: {first_line(err)}") from err
     raise DataError(f"unknown file type {path.suffix!r} for {path}: use .csv, .csv.gz or .parquet")
 
 
-def text_dtypes(columns) -> dict:
-    """read_csv's dtype argument that reads `columns` as text."""
-    return dict.fromkeys(columns, str)
+def csv_options(text_columns, sep: str = ",") -> dict:
+    """read_csv's arguments: `text_columns` as the exact text of the file, and only an empty
+    cell missing in any column.
+
+    An id such as "007", "NA" or "null" stays that string, and an amount written "nan" or
+    "inf" is refused as such rather than read as a missing 0.
+    """
+    dtype = dict.fromkeys(text_columns, str)
+    return {"sep": sep, "dtype": dtype, "na_values": [""], "keep_default_na": False}
 
 
 def id_sources(columns: Mapping[str, str] | None) -> list[str]:
@@ -73,6 +79,8 @@ def id_sources(columns: Mapping[str, str] | None) -> list[str]:
 
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message, or its type when it has none."""
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text ({err.reason} at byte {err.start}); save the file as UTF-8"
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 

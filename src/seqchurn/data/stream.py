@@ -24,7 +24,7 @@ from seqchurn.data.events import (
     id_sources,
     read_raw,
     rename_columns,
-    text_dtypes,
+    csv_options,
 )
 from seqchurn.errors import DataError
 
@@ -54,8 +54,8 @@ def _raw_batches(
             for batch in file.iter_batches(batch_size=chunk_rows, columns=usecols):
                 yield batch.to_pandas()
         else:
-            dtype = text_dtypes(text_columns)
-            yield from pd.read_csv(path, chunksize=chunk_rows, usecols=usecols, dtype=dtype)
+            options = csv_options(text_columns, "\t" if ".tsv" in path.name.lower() else ",")
+            yield from pd.read_csv(path, chunksize=chunk_rows, usecols=usecols, **options)
     except READ_ERRORS as err:
         raise DataError(f"cannot read {path}: {first_line(err)}") from err
 

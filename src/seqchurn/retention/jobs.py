@@ -15,6 +15,7 @@ from pathlib import Path
 from seqchurn.data.timestamps import config_day
 from seqchurn.io import (
     check_outputs,
+    together,
     read_data_events,
     read_predictions,
     read_user_table,
@@ -55,10 +56,11 @@ def run_plan(
     events = None if data is None else read_data_events(data, category_column)
     result = make_plan(pred, **retention, seed=seed, events=events)
     report = segments_report(pred)
-    plot_profit_curve(result.curve, curve_path(output))
-    if report is not None:
-        write_table(report, segments_path(output))
-    write_table(result.plan, output)
+    with together():
+        plot_profit_curve(result.curve, curve_path(output))
+        if report is not None:
+            write_table(report, segments_path(output))
+        write_table(result.plan, output)
     return result
 
 
