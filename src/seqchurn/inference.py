@@ -28,7 +28,7 @@ from seqchurn.data.stream import iter_user_chunks, total_rows
 from seqchurn.data.timeline import EventIndex
 from seqchurn.errors import DataError, check_settings
 from seqchurn.io import atomic_write, check_outputs, scratch_file
-from seqchurn.explain import explain_batch
+from seqchurn.explain import explainer
 from seqchurn.models.heads import survival_curve, tau_median, tau_restricted_mean
 from seqchurn.module import ChurnModule
 from seqchurn.retention.segments import SEGMENT_INPUTS, assign_segments
@@ -115,29 +115,6 @@ def expected_value_12m(rfm: pd.DataFrame, horizon_days: int) -> np.ndarray:
         rfm["tenure_days"].to_numpy(), horizon_days
     )
     return rfm["monetary_mean"].to_numpy() * rate_per_day * 365.0
-
-
-EXPLAIN_METHODS = ("ig", "grad_x_input")
-
-
-def explainer(method: str | None, n_steps: int = 32) -> Callable | None:
-    """The per-batch reasons function for `Scorer`: integrated gradients or gradient x input.
-
-    Logistic models always get their exact coefficient x feature reasons; the method used
-    goes to the `explain_method` column.
-    """
-    if method is None:
-        return None
-    if method not in EXPLAIN_METHODS:
-        raise DataError(
-            f"unknown explain method {method!r}: use {', '.join(EXPLAIN_METHODS)} or none"
-        )
-
-    def reasons(model, batch, preprocessor, raw) -> tuple[list[str], str]:
-        result = explain_batch(model, batch, preprocessor, method=method, n_steps=n_steps, raw=raw)
-        return result.reasons, result.method
-
-    return reasons
 
 
 @dataclass

@@ -7,6 +7,7 @@ the top reasons (explain/sentences.py); `global_attribution` summarizes many bat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ from seqchurn.data.sequences import (
     Preprocessor,
     RawInputs,
 )
+from seqchurn.errors import DataError
 from seqchurn.explain.attribution import (
     METHODS,
     channel_frame,
@@ -35,7 +37,7 @@ from seqchurn.explain.attribution import (
 )
 from seqchurn.explain.sentences import Reasons
 
-__all__ = ["METHODS", "ExplainResult", "explain_batch", "global_attribution"]
+__all__ = ["METHODS", "ExplainResult", "explain_batch", "explainer", "global_attribution"]
 
 
 @dataclass
@@ -177,3 +179,24 @@ def global_attribution(results: list[ExplainResult]) -> tuple[pd.DataFrame, np.n
 def _steps_back(mask: np.ndarray) -> np.ndarray:
     """(B, T) how many events back from the user's latest each position is (left-aligned mask)."""
     return mask.sum(1, keepdims=True) - 1 - np.arange(mask.shape[1])[None, :]
+
+
+CHOICES = ("ig", "grad_x_input")  # what scoring.explain may name; "coef" follows from the model
+
+
+def explainer(method: str | None, n_steps: int = 32) -> Callable | None:
+    """The per-batch reasons function for `Scorer`: integrated gradients or gradient x input.
+
+    Logistic models always get their exact coefficient x feature reasons; the method used
+    goes to the `explain_method` column.
+    """
+    if method is None:
+        return None
+    if method not in CHOICES:
+        raise DataError(f"unknown explain method {method!r}: use {', '.join(CHOICES)} or none")
+
+    def reasons(model, batch, preprocessor, raw) -> tuple[list[str], str]:
+        result = explain_batch(model, batch, preprocessor, method=method, n_steps=n_steps, raw=raw)
+        return result.reasons, result.method
+
+    return reasons

@@ -81,19 +81,14 @@ def tier_index(p: np.ndarray, cuts: Sequence[float]) -> np.ndarray:
     return np.searchsorted(neg, -np.asarray(p, dtype=np.float64), side="left")
 
 
-def cut_tiers(
-    p: np.ndarray,
-    method: str = "quantile",
-    names: Sequence[str] = ("high", "medium", "low"),
-    top_shares: Sequence[float] = (0.1, 0.3),
-    cutpoints: Sequence[float] = (0.8, 0.5),
-) -> np.ndarray:
+def cut_tiers(p: np.ndarray, names: Sequence[str] = ("high", "medium", "low"), **cut) -> np.ndarray:
     """Tier name of each probability, the cut-points taken from these `p` themselves.
 
-    For predictions without fitted tiers; the arguments are the `CUT_SETTINGS` of
-    `retention.tiers` (see `tier_cutpoints`). Returns (N,) object array of str.
+    For predictions without fitted tiers; `cut` are the other `CUT_SETTINGS` of
+    `retention.tiers` (method, top_shares, cutpoints: see `tier_cutpoints`). Returns (N,)
+    object array of str.
     """
-    cuts = tier_cutpoints(p, method, names=names, top_shares=top_shares, cutpoints=cutpoints)
+    cuts = tier_cutpoints(p, names=names, **cut)
     return np.asarray(list(names), dtype=object)[tier_index(p, cuts)]
 
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from seqchurn.errors import DataError
+from seqchurn.data.labels import to_day
 
 # Published CDNOW fit (Fader, Hardie and Lee 2005), in weeks.
 CDNOW_PARAMS = {"r": 0.2426, "alpha": 4.4136, "a": 0.7929, "b": 2.4259}
@@ -129,19 +129,6 @@ def simulate_bgnbd(
     return events, truth
 
 
-def _cutoff_day(cutoff) -> pd.Timestamp:
-    """A cutoff (date-like, or int days since 1970-01-01) -> midnight of that day."""
-    if isinstance(cutoff, (int, np.integer)):
-        return pd.Timestamp(np.datetime64(int(cutoff), "D"))
-    try:
-        ts = pd.Timestamp(cutoff)
-    except (ValueError, TypeError) as err:
-        raise DataError(f"cannot read cutoff {cutoff!r} as a date (use YYYY-MM-DD)") from err
-    if ts is pd.NaT:
-        raise DataError(f"cannot read cutoff {cutoff!r} as a date (use YYYY-MM-DD)")
-    return ts.normalize()
-
-
 def bgnbd_oracle(
     events: pd.DataFrame,
     cutoff,
@@ -171,7 +158,7 @@ def bgnbd_oracle(
         raise ValueError(f"horizon_days must be positive, got {horizon_days}")
     start_ts = pd.Timestamp(start)
     # The cutoff day is included whole, so the history ends at the next midnight.
-    day_end = _cutoff_day(cutoff) + pd.Timedelta(days=1)
+    day_end = pd.Timestamp(np.datetime64(to_day(cutoff), "D")) + pd.Timedelta(days=1)
     t_c = (day_end - start_ts) / pd.Timedelta(weeks=1)
     h_weeks = horizon_days / 7.0
 

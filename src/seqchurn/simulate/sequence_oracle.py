@@ -21,8 +21,8 @@ from seqchurn.simulate.sequence_process import (
     K_MAX,
     P,
     R,
-    SEQUENCE_PARAMS,
     V,
+    process_params,
     window_mass,
     state_tables,
     no_purchase_table,
@@ -141,15 +141,9 @@ def sequence_oracle(
     events: pd.DataFrame,
     cutoff,
     horizon_days: int,
-    r: float = SEQUENCE_PARAMS["r"],
-    alpha: float = SEQUENCE_PARAMS["alpha"],
-    p_fading: float = SEQUENCE_PARAMS["p_fading"],
-    fade_days: float = SEQUENCE_PARAMS["fade_days"],
-    rho: float = SEQUENCE_PARAMS["rho"],
-    q_cart: float = SEQUENCE_PARAMS["q_cart"],
-    p_mult=SEQUENCE_PARAMS["p_mult"],
     start: str | pd.Timestamp = "2020-01-01",
     k_max: int = K_MAX,
+    **params: float,
 ) -> pd.DataFrame:
     """Exact Bayes-optimal P(no purchase on days C+1..C+H | all events up to day C) (spec section 3).
 
@@ -157,7 +151,7 @@ def sequence_oracle(
         events: events of the sequence process with `user_id`, `timestamp`, `event_type`.
         cutoff: the day C (included whole); date-like or int days since 1970-01-01.
         horizon_days: H, the label window in days.
-        r, alpha, p_fading, fade_days, rho, q_cart, p_mult: process parameters (SEQUENCE_PARAMS).
+        params: process parameters, by name, over SEQUENCE_PARAMS.
         start: day 0 of the process (the fading clock needs it only through T0, kept for clarity).
         k_max: truncation of the future event count.
 
@@ -166,6 +160,7 @@ def sequence_oracle(
         `p_churn_oracle`, `p_alive` (posterior probability of being alive at the end of day C),
         `mood` (observable mood after the last event), sorted by user.
     """
+    r, alpha, p_fading, fade_days, rho, q_cart, p_mult = process_params(params)
     if horizon_days <= 0:
         raise ValueError(f"horizon_days must be positive, got {horizon_days}")
     hs = _history(events, cutoff, start)
@@ -246,16 +241,16 @@ def sequence_clairvoyant(
     truth: pd.DataFrame,
     cutoff,
     horizon_days: int,
-    fade_days: float = SEQUENCE_PARAMS["fade_days"],
-    p_mult=SEQUENCE_PARAMS["p_mult"],
     start: str | pd.Timestamp = "2020-01-01",
     k_max: int = K_MAX,
+    **params: float,
 ) -> pd.DataFrame:
     """P(no purchase on days C+1..C+H | hidden alive state, lambda0 and segment at C): an upper bound.
 
     Returns:
         `user_id`, `p_churn_clairvoyant`, `alive` (bool), for the users `sequence_oracle` scores.
     """
+    *_, fade_days, _, _, p_mult = process_params(params)
     hs = _history(events, cutoff, start)
     tr = truth.set_index("user_id").loc[hs["users"]]
     alive = tr["death_days"].to_numpy() >= hs["t_c"]

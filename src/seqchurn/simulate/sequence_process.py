@@ -50,6 +50,14 @@ def next_mood(mood: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.where(x == C, np.minimum(mood + 1, 2), np.where((x == P) | (x == R), 0, mood))
 
 
+def process_params(params: dict) -> tuple:
+    """(r, alpha, p_fading, fade_days, rho, q_cart, p_mult): SEQUENCE_PARAMS with `params` over it."""
+    unknown = sorted(set(params) - set(SEQUENCE_PARAMS))
+    if unknown:
+        raise TypeError(f"unknown sequence-process parameter(s) {unknown}")
+    return tuple({**SEQUENCE_PARAMS, **params}.values())
+
+
 def state_tables(p_mult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(15, 5) type probabilities T[s, x], (15, 5) dropout D[s, x] and (15, 5) next state."""
     p_mult = np.asarray(list(p_mult), dtype=np.float64)
@@ -108,26 +116,20 @@ def window_mass(a, b, t0, delta):
 def simulate_sequence(
     n_users: int = 2000,
     seed: int = 0,
-    r: float = SEQUENCE_PARAMS["r"],
-    alpha: float = SEQUENCE_PARAMS["alpha"],
-    p_fading: float = SEQUENCE_PARAMS["p_fading"],
-    fade_days: float = SEQUENCE_PARAMS["fade_days"],
-    rho: float = SEQUENCE_PARAMS["rho"],
-    q_cart: float = SEQUENCE_PARAMS["q_cart"],
-    p_mult=SEQUENCE_PARAMS["p_mult"],
     acquisition_days: float = 360.0,
     end_days: float = 540.0,
     start: str | pd.Timestamp = "2020-01-01",
     amount_mean: float = 3.5,
     amount_user_sd: float = 0.4,
     amount_sd: float = 0.5,
+    **params: float,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Simulate `n_users` customers of the sequence process (spec section 2).
 
     Args:
         n_users: number of customers.
         seed: seed of the numpy Generator; the same seed gives identical frames.
-        r, alpha, p_fading, fade_days, rho, q_cart, p_mult: process parameters (SEQUENCE_PARAMS).
+        params: process parameters, by name, over SEQUENCE_PARAMS.
         acquisition_days: first purchases T0 are uniform on [0, acquisition_days).
         end_days: the simulation ends here (days since start).
         start: calendar time of day 0.
@@ -141,6 +143,7 @@ def simulate_sequence(
             `death_days` (time of the event right after which the user dropped out; inf if alive
             at end_days).
     """
+    r, alpha, p_fading, fade_days, rho, q_cart, p_mult = process_params(params)
     if n_users <= 0:
         raise ValueError(f"n_users must be positive, got {n_users}")
     if not 0 < acquisition_days <= end_days:
