@@ -18,6 +18,8 @@ README = ROOT / "README.md"
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCHMARK_MARKERS = ("<!-- benchmark:start -->", "<!-- benchmark:end -->")
 PREDICT_MARKERS = ("<!-- predict-memory:start -->", "<!-- predict-memory:end -->")
+# The performance tables of benchmarks/tensorize.py, predict.py and train.py, by name.
+PERFORMANCE = ("tensorize", "predict", "train")
 
 _TABLE_METRICS = (
     ("auroc", "AUROC"),
@@ -287,3 +289,32 @@ def predict_markdown(runs: Sequence[dict], settings: dict) -> str:
         f"{settings['cpus']} CPU cores (`python benchmarks/predict.py`):"
     )
     return lead + "\n\n" + _table(header + ["users/s"], rows) + "\n"
+
+
+# -- the performance sections --------------------------------------------------------------------
+def performance_markers(name: str) -> tuple[str, str]:
+    """The marker pair of the performance table `name` (one of PERFORMANCE)."""
+    if name not in PERFORMANCE:
+        raise ValueError(f"unknown performance section {name!r}; choose one of {PERFORMANCE}")
+    return (f"<!-- perf-{name}:start -->", f"<!-- perf-{name}:end -->")
+
+
+def cpu_note() -> str:
+    """The machine a figure was measured on, in a few words."""
+    import os
+    import platform
+
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpus} CPU cores ({platform.machine()}), {gpu}, torch {torch.__version__}"
+
+
+def write_section(
+    name: str, lead: str, header: Sequence[str], rows: Sequence[Sequence[str]], path=README
+) -> Path:
+    """Write one performance table, under its lead sentence, between its README markers."""
+    return replace_between_markers(
+        path, performance_markers(name), lead + "\n\n" + _table(header, rows) + "\n"
+    )

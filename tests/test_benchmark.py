@@ -224,7 +224,8 @@ def test_results_markdown_tables(bench):
 
 
 def test_readme_has_the_markers_and_only_report_py_writes_between_them(bench):
-    for markers in (bench.report.BENCHMARK_MARKERS, bench.report.PREDICT_MARKERS):
+    perf = [bench.report.performance_markers(name) for name in bench.report.PERFORMANCE]
+    for markers in (bench.report.BENCHMARK_MARKERS, *perf):
         bench.report.check_markers(ROOT / "README.md", markers)
     writers = {
         str(f.relative_to(ROOT))

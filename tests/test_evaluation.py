@@ -12,7 +12,7 @@ from lifelines.utils import concordance_index
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 from torchmetrics.classification import BinaryCalibrationError
 
-from seqchurn.bootstrap import paired_bootstrap, weighted_metric
+from seqchurn.bootstrap import _stat, paired_bootstrap
 from seqchurn.metrics import (
     SCORE_COLUMNS,
     UndefinedMetricWarning,
@@ -92,6 +92,16 @@ def test_score_table_refuses_nan_and_bad_shapes():
         score_table(y, {"gappy": p}, tau, observed)
     with pytest.raises(ValueError, match="shape"):
         score_table(y, {"short": p[:10]}, tau, observed)
+
+
+def weighted_metric(metric: str, score, y, weights, tau=None, observed=None):
+    """The bootstrap's metric `metric` under row weights: (N,) -> float, (N, D) -> (D,)."""
+    stat = _stat(
+        metric, score=np.asarray(score, float), y=np.asarray(y), tau=tau, observed=observed
+    )
+    w = np.asarray(weights, dtype=np.float64)
+    out = stat(w[:, None] if w.ndim == 1 else w)
+    return float(out[0]) if w.ndim == 1 else out
 
 
 @pytest.mark.parametrize("metric", ["auroc", "ap_returners", "brier", "cindex"])

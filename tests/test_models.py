@@ -7,7 +7,7 @@ import torch
 
 from seqchurn.data.feature_table import SEQUENCE_CHANNELS
 from seqchurn.data.sequences import EVENT_TYPE, MASK, NUMERIC, STATIC, SUMMARY
-from seqchurn.models import ENCODERS, HazardHead, build_encoder
+from seqchurn.models import ENCODERS, HazardHead, InputSizes, build_encoder
 
 N_TYPES, N_NUMERIC, N_SUMMARY = 9, len(SEQUENCE_CHANNELS), 6
 CARDS = [3, 5]
@@ -56,14 +56,7 @@ def build(key: str, static: bool = True):
     torch.manual_seed(0)
     name, kwargs = CONFIGS[key]
     cards = CARDS if static else []
-    return build_encoder(
-        name,
-        n_event_types=N_TYPES,
-        n_numeric=N_NUMERIC,
-        n_summary=N_SUMMARY,
-        static_cardinalities=cards,
-        **kwargs,
-    )
+    return build_encoder(name, InputSizes(N_TYPES, N_NUMERIC, N_SUMMARY, cards), **kwargs)
 
 
 @pytest.mark.parametrize("static", [True, False])
@@ -132,11 +125,10 @@ def test_gradients_flow(key):
 
 def test_registry():
     assert set(ENCODERS) == {"logistic", "lstm", "transformer"}
+    sizes = InputSizes(n_event_types=3, n_numeric=N_NUMERIC, n_summary=2)
     with pytest.raises(ValueError, match="logistic"):
-        build_encoder("gru", n_event_types=3, n_numeric=N_NUMERIC, n_summary=2)
+        build_encoder("gru", sizes)
     with pytest.raises(ValueError, match="dotted path"):
-        build_encoder("collections.OrderedDict", n_event_types=3, n_numeric=N_NUMERIC, n_summary=2)
-    by_path = build_encoder(
-        "seqchurn.models.lstm.LSTMEncoder", n_event_types=3, n_numeric=N_NUMERIC, n_summary=2
-    )
+        build_encoder("collections.OrderedDict", sizes)
+    by_path = build_encoder("seqchurn.models.lstm.LSTMEncoder", sizes)
     assert type(by_path) is ENCODERS["lstm"]

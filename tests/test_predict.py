@@ -78,6 +78,13 @@ def test_predictions_equal_the_trained_module_and_have_every_column(trained, tmp
     merged = direct.merge(pred, on="user_id", suffixes=("", "_file"))
     assert len(merged) == len(test)
     np.testing.assert_allclose(merged["p_churn"], merged["p_churn_file"], rtol=1e-5, atol=1e-6)
+    # segments come from the checkpoint: a subset, or one user alone, gets the file's segments
+    assert best.preprocessing["segments"]["centroids"]
+    for col in ("segment", "cluster", "risk_tier"):
+        assert (merged[col] == merged[f"{col}_file"]).all(), col
+    one = pred.iloc[len(pred) // 2]
+    alone = scorer.score(dm.events[dm.events["user_id"] == one["user_id"]], to_day("2021-03-31"))
+    assert (alone.loc[0, "segment"], alone.loc[0, "cluster"]) == (one["segment"], one["cluster"])
     in_test = objects["test_predictions"]
     order = test["user_id"].to_numpy()[in_test["index"]]
     from_test = pd.Series(in_test["p_churn"], index=order)
@@ -119,7 +126,6 @@ def test_streaming_in_small_chunks_gives_the_same_file(trained, tmp_path):
     )
     assert list(whole["user_id"]) == list(stream["user_id"])
     np.testing.assert_allclose(whole["p_churn"], stream["p_churn"], rtol=1e-5)
-    # segments need the whole population: streaming must not change them
     assert (whole["segment"] == stream["segment"]).all() and (
         whole["cluster"] == stream["cluster"]
     ).all()

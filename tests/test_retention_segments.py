@@ -14,9 +14,9 @@ from seqchurn.errors import DataError
 from seqchurn.retention.segments import (
     SEGMENT_INPUTS,
     SEGMENT_NAMES,
-    assign_segments,
+    SegmentModel,
+    fit_segments,
     kmeans_clusters,
-    quintile_score,
     rfm_segment,
     segment_table,
     silhouette_scores,
@@ -26,12 +26,37 @@ from seqchurn.retention.tiers import assign_tiers, cost_threshold, fit_tiers
 # ---------------------------------------------------------------- segments
 
 
-def test_quintile_scores_by_rank_with_ties_sharing_the_lower_score():
-    np.testing.assert_array_equal(quintile_score(np.arange(10.0)), [1, 1, 2, 2, 3, 3, 4, 4, 5, 5])
-    np.testing.assert_array_equal(
-        quintile_score(np.arange(10.0), higher_is_better=False), [5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
+def quintile_score(values: np.ndarray, higher_is_better: bool = True) -> np.ndarray:
+    """Population quintile by "min" rank: 1 + floor(5 * #strictly worse / N), the reference."""
+    key = np.asarray(values, float) if higher_is_better else -np.asarray(values, float)
+    below = pd.Series(key).rank(method="min").to_numpy() - 1.0
+    return (1 + np.floor(5.0 * below / len(key))).astype(np.int64).clip(1, 5)
+
+
+def _scores(model: SegmentModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """The named segment a model gives and the one the population quintiles give, per row."""
+    rec, freq = frame["recency_days"].to_numpy(), frame["frequency_days"].to_numpy()
+    money = frame["monetary_mean"].to_numpy() * freq
+    r, f, m = quintile_score(rec, False), quintile_score(freq), quintile_score(money)
+    return pd.DataFrame(
+        {"fitted": model.assign(frame)["segment"], "population": rfm_segment(r, f, m)}
     )
-    # 6 one-order customers of 10 all get F = 1, the rest are scored by how many are below them
+
+
+def test_fitted_edges_reproduce_population_quintiles_with_ties():
+    rng = np.random.default_rng(0)
+    # 60% one-order customers (ties at F = 1), lognormal spend, uniform recency
+    freq = np.where(rng.random(997) < 0.6, 1.0, rng.integers(2, 30, 997))
+    frame = pd.DataFrame(
+        {
+            "user_id": [f"u{i}" for i in range(997)],
+            "recency_days": rng.integers(0, 400, 997).astype(float),
+            "frequency_days": freq,
+            "monetary_mean": np.round(rng.lognormal(3, 1, 997), 0),
+        }
+    )
+    both = _scores(fit_segments(frame, k_max=3), frame)
+    assert (both["fitted"] == both["population"]).all()
     np.testing.assert_array_equal(
         quintile_score(np.array([1, 1, 1, 1, 1, 1, 2, 2, 3, 7.0])), [1] * 6 + [4, 4, 5, 5]
     )
@@ -90,30 +115,44 @@ def _population(n=600, seed=0) -> pd.DataFrame:
 
 def test_segments_and_clusters_find_the_kinds_and_ignore_row_order():
     pop = _population()
-    seg = assign_segments(pop[list(SEGMENT_INPUTS)], k_max=6)
+    model = fit_segments(pop[list(SEGMENT_INPUTS)], k_max=6)
+    seg = model.assign(pop)
     assert len(seg) == len(pop) and list(seg.columns) == ["segment", "cluster"]
     # K-means picks k = 3 and its clusters are the three kinds; cluster 0 is the most recent
-    assert seg["cluster"].nunique() == 3
+    assert model.info["k"] == 3 and seg["cluster"].nunique() == 3
     assert pd.crosstab(seg["cluster"], pop["kind"]).gt(0).sum(axis=1).eq(1).all()
     assert (seg.loc[pop["kind"] == 0, "cluster"] == 0).all()
     assert set(seg.loc[pop["kind"] == 0, "segment"]) <= {"Champions", "Loyal"}
     assert set(seg.loc[pop["kind"] == 1, "segment"]) <= {"Lost", "Hibernating"}
 
     shuffled = pop.sample(frac=1.0, random_state=3)
-    again = assign_segments(shuffled[list(SEGMENT_INPUTS)], k_max=6).set_index(
-        shuffled["user_id"].to_numpy()
+    refit = fit_segments(shuffled[list(SEGMENT_INPUTS)], k_max=6)
+    assert refit == model  # the same users in another order: the same fit
+
+
+def test_a_user_gets_the_same_segment_alone_in_a_chunk_or_in_the_population():
+    model = fit_segments(_population(seed=1), k_max=6)
+    restored = SegmentModel.from_state_dict(json.loads(json.dumps(model.state_dict())))
+    pop = _population(n=3000, seed=2)  # new users, scored by the fitted model
+    whole = restored.assign(pop)
+    chunks = pd.concat([restored.assign(pop.iloc[i : i + 1000]) for i in range(0, 3000, 1000)])
+    alone = pd.concat([restored.assign(pop.iloc[[i]]) for i in range(0, 3000, 97)])
+    pd.testing.assert_frame_equal(chunks.reset_index(drop=True), whole)
+    pd.testing.assert_frame_equal(
+        alone.reset_index(drop=True), whole.iloc[::97].reset_index(drop=True)
     )
-    pd.testing.assert_frame_equal(again.loc[pop["user_id"]].reset_index(drop=True), seg)
+    pd.testing.assert_frame_equal(model.assign(pop), whole)
 
 
 def test_k_is_chosen_on_a_capped_sample():
     x = np.random.default_rng(1).normal(size=(500, 3))
-    labels, info = kmeans_clusters(x, k_min=2, k_max=4, silhouette_sample=100, seed=0)
+    labels, centroids, info = kmeans_clusters(x, k_min=2, k_max=4, silhouette_sample=100, seed=0)
     assert info["sample"] == 100 and set(info["silhouette"]) == {2, 3, 4}
     assert info["k"] == max(info["silhouette"], key=info["silhouette"].get) == labels.max() + 1
-    same, _ = kmeans_clusters(x, k_min=2, k_max=4, silhouette_sample=100, seed=0)
+    assert centroids.shape == (info["k"], 3) and (np.diff(centroids[:, 0]) >= 0).all()
+    same, _, _ = kmeans_clusters(x, k_min=2, k_max=4, silhouette_sample=100, seed=0)
     np.testing.assert_array_equal(labels, same)
-    few, info = kmeans_clusters(np.zeros((5, 3)))  # one distinct point: one cluster
+    few, _, info = kmeans_clusters(np.zeros((5, 3)))  # one distinct point: one cluster
     assert info["k"] == 1 and (few == 0).all()
 
 

@@ -7,16 +7,16 @@ import torch
 from torch import nn
 
 from seqchurn.data.sequences import EVENT_TYPE, MASK, NUMERIC
-from seqchurn.models.common import EventInputEmbedding, UserFeatures
+from seqchurn.models.common import EventInputEmbedding, InputSizes, UserFeatures
 
 
 class MeanPoolEncoder(nn.Module):
     """Mean of the embedded events, concatenated with the user features."""
 
-    def __init__(self, n_event_types, n_numeric, n_summary, static_cardinalities=(), d_model=8):
+    def __init__(self, sizes: InputSizes, d_model: int = 8):
         super().__init__()
-        self.events = EventInputEmbedding(n_event_types, n_numeric, d_model)
-        self.user = UserFeatures(n_summary, static_cardinalities)
+        self.events = EventInputEmbedding(sizes, d_model)
+        self.user = UserFeatures(sizes)
         self.out_dim = d_model + self.user.out_dim
 
     def forward(self, batch: dict) -> torch.Tensor:

@@ -216,25 +216,6 @@ def _concordance(tau, observed, n: int) -> _Concordance:
     return _Concordance(check_scores("cindex", tau, n=n, what="tau", unit=False), observed)
 
 
-def weighted_metric(metric: str, score, y, weights, tau=None, observed=None):
-    """One bootstrap metric under row weights.
-
-    Args:
-        metric: "auroc", "brier", "ap_returners" (score = p_churn) or "cindex" (score = later).
-        score, y: (N,) arrays; tau, observed: (N,) for "cindex".
-        weights: (N,) or (N, D) non-negative; integer weights equal repeating rows.
-
-    Returns:
-        A float for (N,) weights, else a (D,) array (NaN where the metric is undefined).
-    """
-    y = check_labels(y)
-    score = check_scores(metric, score, n=len(y), what="score", unit=False)
-    stat = _stat(metric, score=score, y=y, tau=tau, observed=observed)
-    w = np.asarray(weights, dtype=np.float64)
-    out = stat(w[:, None] if w.ndim == 1 else w)
-    return float(out[0]) if w.ndim == 1 else out
-
-
 # -- paired bootstrap --------------------------------------------------------------------------
 def paired_bootstrap(
     y_by_cutoff: Sequence[np.ndarray],

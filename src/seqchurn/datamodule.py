@@ -9,7 +9,7 @@ import pandas as pd
 import pytorch_lightning as pl
 
 from seqchurn.data.events import MAX_VALUE, clean_events, read_raw, read_users
-from seqchurn.data.features import EventIndex
+from seqchurn.data.features import EventIndex, summary_features
 from seqchurn.data.labels import (
     DEFAULT_BIN_EDGES,
     activity_mask,
@@ -20,6 +20,7 @@ from seqchurn.data.labels import (
     to_date,
 )
 from seqchurn.data.sequences import Preprocessor, SnapshotDataset, make_loader
+from seqchurn.retention.segments import SEGMENT_SETTINGS, SegmentModel, fit_segments
 from seqchurn.simulate import SimulatedLog
 from seqchurn.errors import DataError, check_fraction, check_settings
 from seqchurn.module import PREPROCESSING_KEY
@@ -61,6 +62,7 @@ class ChurnDataModule(pl.LightningDataModule):
         balanced_sampling: bool = False,
         seed: int = 0,
         synthetic: SimulatedLog | None = None,
+        segments: Mapping | None = None,
     ):
         super().__init__()
         check_settings(
@@ -162,6 +164,7 @@ class ChurnDataModule(pl.LightningDataModule):
         self.datasets = {
             k: self.preprocessor.transform(index, v, users) for k, v in self.snapshots.items()
         }
+        self.segments = self._fit_segments(index, self.snapshots["train"])
         self.train_cutoffs, self.test_cutoff, self.obs_end = train_cutoffs, test_cutoff, obs_end
         if self.simulated is not None:
             oracle = self.simulated.oracle(test_cutoff, horizon)[["user_id", "p_churn_oracle"]]
@@ -169,6 +172,22 @@ class ChurnDataModule(pl.LightningDataModule):
                 oracle, on="user_id", how="left"
             )
         self.events = events
+
+    def _fit_segments(self, index: EventIndex, snapshots: pd.DataFrame) -> SegmentModel:
+        """RFM edges and K-means on the training snapshots' raw recency, frequency, spend."""
+        codes, _ = index.find_users(snapshots["user_id"].to_numpy(dtype=object))
+        cutoffs = snapshots["cutoff"].to_numpy(np.int64)
+        rfm = summary_features(index, codes=codes, cutoffs=cutoffs, count_types=())
+        rfm.insert(
+            0, "user_id", snapshots["user_id"].astype(str) + "@" + snapshots["cutoff"].astype(str)
+        )
+        settings = dict(self.hparams.segments or {})
+        unknown = sorted(set(settings) - SEGMENT_SETTINGS)
+        if unknown:
+            raise DataError(
+                f"unknown data.segments setting(s) {unknown}; known: {sorted(SEGMENT_SETTINGS)}"
+            )
+        return fit_segments(rfm, seed=self.hparams.seed, **settings)
 
     @property
     def sizes(self) -> dict:
@@ -186,6 +205,7 @@ class ChurnDataModule(pl.LightningDataModule):
             "train_cutoffs": [to_date(c) for c in self.train_cutoffs],
             "merge_same_day": bool(hp.merge_same_day),
             "input_columns": list(self.report.get("input_columns", [])),
+            "segments": self.segments.state_dict(),
         }
 
     def state_dict(self) -> dict:

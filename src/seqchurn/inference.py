@@ -8,7 +8,6 @@ log through both in chunks of users and writes the output file atomically.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +26,11 @@ from seqchurn.data.sequences import INDEX, Preprocessor, make_loader
 from seqchurn.data.stream import iter_user_chunks, total_rows
 from seqchurn.data.timeline import EventIndex
 from seqchurn.errors import DataError, check_settings
-from seqchurn.io import atomic_write, check_outputs, scratch_file
+from seqchurn.io import atomic_write, check_outputs
 from seqchurn.explain import explainer
 from seqchurn.models.heads import survival_curve, tau_median, tau_restricted_mean
 from seqchurn.module import ChurnModule
-from seqchurn.retention.segments import SEGMENT_INPUTS, assign_segments
+from seqchurn.retention.segments import SegmentModel
 from seqchurn.retention.tiers import assign_tiers
 from seqchurn.data.timestamps import config_day
 
@@ -133,6 +132,9 @@ class Scorer:
         self.preprocessor = Preprocessor.from_state_dict(state["preprocessor"])
         self.edges = [int(e) for e in state["bin_edges"]]
         self.horizon = int(state["horizon_days"])
+        self.tiers = state.get("tiers")  # fitted on validation predictions (callbacks.py)
+        segments = state.get("segments")  # absent from checkpoints written before segments
+        self.segments = SegmentModel.from_state_dict(segments) if segments else None
         self.model.to(self.device).eval()
         if len(self.edges) == 1:
             warnings.warn(
@@ -190,6 +192,11 @@ class Scorer:
             out[name] = values
         out["value_12m"] = expected_value_12m(rfm, self.horizon)
         out["value_at_risk"] = out["p_churn"].to_numpy() * out["value_12m"].to_numpy()
+        if self.tiers:
+            out["risk_tier"] = assign_tiers(out["p_churn"].to_numpy(), self.tiers)
+        if self.segments is not None:
+            for col, values in self.segments.assign(rfm).items():
+                out[col] = values.to_numpy()
         for col in (*RFM_COLUMNS, "tenure_days"):
             out[col] = rfm[col].to_numpy()
         if self.explain is not None:
@@ -248,18 +255,10 @@ def iter_scored_chunks(
         )
 
 
-def write_predictions(
-    frames: Iterator[pd.DataFrame],
-    output: str | Path,
-    annotate: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
-    annotate_inputs: tuple[str, ...] = (),
-    batch_rows: int = 65_536,
-) -> int:
+def write_predictions(frames: Iterator[pd.DataFrame], output: str | Path) -> int:
     """Write frames to `output` (Parquet, or CSV for .csv) atomically; returns the row count.
 
-    Frames are written as they come, so memory stays bounded. `annotate` gets the
-    `annotate_inputs` columns of all rows at once (a few numbers per user) and returns columns
-    that need the whole population (segments, clusters); a second pass adds them.
+    Frames are written as they come, in one pass, so memory stays bounded by a chunk.
     """
     output = Path(output)
     csv = output.suffix.lower() == ".csv"
@@ -267,67 +266,25 @@ def write_predictions(
 
     def write(tmp: str) -> None:
         nonlocal rows
-        with scratch_file(output) as first:
-            rows, inputs = _first_pass(frames, first, annotate_inputs if annotate else None)
-            if rows == 0:
-                raise DataError(
-                    "no eligible user at the cutoff: nobody has activity on or before it"
-                )
-            extra = annotate(inputs) if annotate is not None else None
-            del inputs
-            if extra is None and not csv:
-                os.replace(first, tmp)
-            else:
-                _second_pass(first, Path(tmp), extra, csv=csv, batch_rows=batch_rows)
+        writer = None
+        try:
+            for frame in frames:
+                if csv:
+                    frame.to_csv(tmp, index=False, mode="a" if rows else "w", header=not rows)
+                else:
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, table.schema)
+                    writer.write_table(table.cast(writer.schema))
+                rows += len(frame)
+        finally:
+            if writer is not None:
+                writer.close()
+        if rows == 0:
+            raise DataError("no eligible user at the cutoff: nobody has activity on or before it")
 
     atomic_write(output, write)
     return rows
-
-
-def _first_pass(
-    frames: Iterator[pd.DataFrame], path: Path, keep: tuple[str, ...] | None
-) -> tuple[int, pd.DataFrame | None]:
-    """Stream frames into one Parquet file; returns the row count and the `keep` columns."""
-    n, kept, writer = 0, [], None
-    try:
-        for frame in frames:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(path, table.schema)
-            writer.write_table(table.cast(writer.schema))
-            if keep is not None:
-                kept.append(frame[list(keep)])
-            n += len(frame)
-    finally:
-        if writer is not None:
-            writer.close()
-    return n, (pd.concat(kept, ignore_index=True) if kept else None)
-
-
-def _second_pass(
-    src: Path, dst: Path, extra: pd.DataFrame | None, csv: bool, batch_rows: int
-) -> None:
-    offset, writer = 0, None
-    for batch in pq.ParquetFile(src).iter_batches(batch_size=batch_rows):
-        frame = batch.to_pandas()
-        if extra is not None:
-            part = extra.iloc[offset : offset + len(frame)].reset_index(drop=True)
-            frame = pd.concat([frame, part], axis=1)
-        offset += len(frame)
-        if csv:
-            frame.to_csv(
-                dst,
-                index=False,
-                mode="a" if offset > len(frame) else "w",
-                header=offset == len(frame),
-            )
-            continue
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if writer is None:
-            writer = pq.ParquetWriter(dst, table.schema)
-        writer.write_table(table.cast(writer.schema))
-    if writer is not None:
-        writer.close()
 
 
 def predict_log(
@@ -378,10 +335,5 @@ def predict_log(
         stream=stream,
         progress=progress,
     )
-    tiers = state.get("tiers")
-    if tiers:
-        chunks = (c.assign(risk_tier=assign_tiers(c["p_churn"].to_numpy(), tiers)) for c in chunks)
-    rows = write_predictions(
-        chunks, output, annotate=assign_segments, annotate_inputs=SEGMENT_INPUTS
-    )
+    rows = write_predictions(chunks, output)
     return {"rows": rows, "output": str(output), "cutoff": to_date(cutoff)}

@@ -122,16 +122,6 @@ def _unlink(paths: Iterable[str]) -> None:
         Path(path).unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def scratch_file(path: str | Path) -> Iterator[Path]:
-    """A temporary file beside `path` for a multi-pass writer, removed whatever happens."""
-    tmp = _temp_file(Path(path), ".part")
-    try:
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def check_outputs(outputs: Sequence[str | Path], inputs: Sequence[str | Path | None]) -> None:
     """Refuse, before anything is read, outputs that would destroy an input or each other.
 

@@ -11,6 +11,7 @@ from seqchurn.data.sequences import CUTOFF, INDEX, OBSERVED, TAU, TAU_BIN, Y
 from seqchurn.losses import hazard_nll
 from seqchurn.metrics import churn_metrics
 from seqchurn.models import build_encoder
+from seqchurn.models.common import InputSizes
 from seqchurn.models.heads import HazardHead
 
 
@@ -42,14 +43,8 @@ class ChurnModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.encoder = build_encoder(
-            encoder,
-            n_event_types=n_event_types,
-            n_numeric=n_numeric,
-            n_summary=n_summary,
-            static_cardinalities=list(static_cardinalities),
-            **dict(encoder_kwargs or {}),
-        )
+        sizes = InputSizes(n_event_types, n_numeric, n_summary, tuple(static_cardinalities))
+        self.encoder = build_encoder(encoder, sizes, **dict(encoder_kwargs or {}))
         self.head = HazardHead(self.encoder.out_dim, len(bin_edges) + 1)
         metrics = churn_metrics()
         self.train_metrics = metrics.clone(prefix="train/")

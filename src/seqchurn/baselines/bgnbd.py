@@ -54,12 +54,6 @@ def bgnbd_loglik_terms(
     return common + np.logaddexp(still_alive, dropped)
 
 
-def bgnbd_loglik(params: BGNBDParams, x, t_x, T) -> float:
-    """Total log-likelihood of the summaries under `params`."""
-    x, t_x, T = _as_arrays(x, t_x, T)
-    return float(bgnbd_loglik_terms(params.r, params.alpha, params.a, params.b, x, t_x, T).sum())
-
-
 def fit_bgnbd(x, t_x, T, init: Sequence[float] | None = None) -> BGNBDParams:
     """Maximum-likelihood BG/NBD fit over log-parameters (L-BFGS-B, then a Nelder-Mead polish)."""
     x, t_x, T = _as_arrays(x, t_x, T)

@@ -41,13 +41,6 @@ LGBM_UNTUNED_ROUNDS = (
 )
 
 
-def holdout_users(events: pd.DataFrame, val_fraction: float = 0.15, split_seed: int = 0) -> set:
-    """The validation users of ChurnDataModule (no test-user split): same seed, same users."""
-    users = np.unique(events["user_id"].to_numpy(dtype=object))
-    shuffled = users[np.random.default_rng(split_seed).permutation(len(users))]
-    return set(shuffled[: int(round(val_fraction * len(users)))])
-
-
 def check_label_windows(snapshots: pd.DataFrame, test_cutoff, horizon_days: int, what: str) -> None:
     """Refuse snapshots whose label window (C, C + H] ends after the test cutoff."""
     tc = to_day(test_cutoff)

@@ -1,8 +1,7 @@
 """Encoders (batch -> (B, D) user vector), the hazard head, and a registry of encoders by name.
 
-An encoder is any `nn.Module` built from the data's sizes (`n_event_types`, `n_numeric`,
-`n_summary`, `static_cardinalities`) plus its own keyword arguments, with an `out_dim`
-attribute. Name it in the model config by its registry name or by a dotted import path
+An encoder is any `nn.Module` built from the data's sizes (`InputSizes`, its first argument)
+plus its own keyword arguments, with an `out_dim` attribute. Name it in the model config by its registry name or by a dotted import path
 (`model.encoder=mypkg.encoders.GRUEncoder`), so a new encoder needs no edit here.
 """
 
@@ -12,6 +11,7 @@ import importlib
 
 from torch import nn
 
+from seqchurn.models.common import InputSizes
 from seqchurn.models.heads import HazardHead
 from seqchurn.models.logistic import LogisticEncoder
 from seqchurn.models.lstm import LSTMEncoder
@@ -41,9 +41,9 @@ def encoder_class(name: str) -> type[nn.Module]:
     return cls
 
 
-def build_encoder(name: str, **kwargs) -> nn.Module:
-    """Instantiate the encoder `name` (registry name or dotted path) with its keyword arguments."""
-    encoder = encoder_class(name)(**kwargs)
+def build_encoder(name: str, sizes: InputSizes, **kwargs) -> nn.Module:
+    """Instantiate the encoder `name` (registry name or dotted path) on the data's sizes."""
+    encoder = encoder_class(name)(sizes, **kwargs)
     if not isinstance(getattr(encoder, "out_dim", None), int):
         raise ValueError(f"encoder {name!r} must set an integer attribute out_dim")
     return encoder
@@ -52,6 +52,7 @@ def build_encoder(name: str, **kwargs) -> nn.Module:
 __all__ = [
     "ENCODERS",
     "HazardHead",
+    "InputSizes",
     "LSTMEncoder",
     "LogisticEncoder",
     "TransformerEncoder",

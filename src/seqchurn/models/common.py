@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -10,23 +11,35 @@ from torch import nn
 from seqchurn.data.sequences import PAD_ID, STATIC, SUMMARY
 
 
+@dataclass(frozen=True)
+class InputSizes:
+    """Sizes learned from the data that every encoder is built from (its first argument).
+
+    n_event_types counts the padding and unknown ids; n_numeric is the number of sequence
+    channels; static_cardinalities has one entry per static column (id 0 = unknown).
+    """
+
+    n_event_types: int
+    n_numeric: int
+    n_summary: int
+    static_cardinalities: tuple[int, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "static_cardinalities", tuple(self.static_cardinalities))
+
+
 class EventInputEmbedding(nn.Module):
     """Event type embedding + numeric projection: (B, T) ids, (B, T, F) -> (B, T, d_model)."""
 
     def __init__(
-        self,
-        n_event_types: int,
-        n_numeric: int,
-        d_model: int,
-        combine: str = "sum",
-        dropout: float = 0.0,
+        self, sizes: InputSizes, d_model: int, combine: str = "sum", dropout: float = 0.0
     ) -> None:
         super().__init__()
         if combine not in ("sum", "concat"):
             raise ValueError(f"combine must be 'sum' or 'concat', got {combine!r}")
         self.combine = combine
-        self.type_emb = nn.Embedding(n_event_types, d_model, padding_idx=PAD_ID)
-        self.numeric_proj = nn.Linear(n_numeric, d_model)
+        self.type_emb = nn.Embedding(sizes.n_event_types, d_model, padding_idx=PAD_ID)
+        self.numeric_proj = nn.Linear(sizes.n_numeric, d_model)
         self.out_proj = nn.Linear(2 * d_model, d_model) if combine == "concat" else nn.Identity()
         self.dropout = nn.Dropout(dropout)
 
@@ -65,17 +78,11 @@ class StaticEmbedding(nn.Module):
 class UserFeatures(nn.Module):
     """Whole-history user features: concat(summary if used, static embeddings) -> (B, out_dim)."""
 
-    def __init__(
-        self,
-        n_summary: int,
-        static_cardinalities: Sequence[int] = (),
-        static_dim: int = 4,
-        use_summary: bool = True,
-    ) -> None:
+    def __init__(self, sizes: InputSizes, static_dim: int = 4, use_summary: bool = True) -> None:
         super().__init__()
         self.use_summary = use_summary
-        self.n_summary = n_summary
-        self.static = StaticEmbedding(static_cardinalities, static_dim)
+        self.n_summary = n_summary = sizes.n_summary
+        self.static = StaticEmbedding(sizes.static_cardinalities, static_dim)
         self.out_dim = (n_summary if use_summary else 0) + self.static.out_dim
 
     def forward(self, batch: dict) -> torch.Tensor:

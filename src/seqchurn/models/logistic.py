@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
-from seqchurn.models.common import UserFeatures
+from seqchurn.models.common import InputSizes, UserFeatures
 
 
 class LogisticEncoder(nn.Module):
@@ -17,17 +15,9 @@ class LogisticEncoder(nn.Module):
     # concat(summary, static embeddings) unchanged, so the head's weights are the coefficients.
     linear_inputs = True
 
-    def __init__(
-        self,
-        n_event_types: int,
-        n_numeric: int,
-        n_summary: int,
-        static_cardinalities: Sequence[int] = (),
-        static_dim: int = 4,
-    ) -> None:
+    def __init__(self, sizes: InputSizes, static_dim: int = 4) -> None:
         super().__init__()
-        # n_event_types / n_numeric are accepted so every encoder is built from the same sizes dict
-        self.user = UserFeatures(n_summary, static_cardinalities, static_dim, use_summary=True)
+        self.user = UserFeatures(sizes, static_dim, use_summary=True)
         self.out_dim = self.user.out_dim
 
     @property

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from seqchurn.data.sequences import EVENT_TYPE, MASK, NUMERIC
-from seqchurn.models.common import EventInputEmbedding, UserFeatures
+from seqchurn.models.common import EventInputEmbedding, InputSizes, UserFeatures
 
 
 class LSTMEncoder(nn.Module):
@@ -17,10 +15,7 @@ class LSTMEncoder(nn.Module):
 
     def __init__(
         self,
-        n_event_types: int,
-        n_numeric: int,
-        n_summary: int,
-        static_cardinalities: Sequence[int] = (),
+        sizes: InputSizes,
         d_model: int = 64,
         hidden: int = 64,
         num_layers: int = 1,
@@ -29,7 +24,7 @@ class LSTMEncoder(nn.Module):
         static_dim: int = 4,
     ) -> None:
         super().__init__()
-        self.embed = EventInputEmbedding(n_event_types, n_numeric, d_model, dropout=dropout)
+        self.embed = EventInputEmbedding(sizes, d_model, dropout=dropout)
         # nn.LSTM applies dropout only between layers and warns when there is one layer
         self.lstm = nn.LSTM(
             d_model,
@@ -38,7 +33,7 @@ class LSTMEncoder(nn.Module):
             batch_first=True,
             dropout=dropout if num_layers > 1 else 0.0,
         )
-        self.user = UserFeatures(n_summary, static_cardinalities, static_dim, use_summary)
+        self.user = UserFeatures(sizes, static_dim, use_summary)
         self.dropout = nn.Dropout(dropout)
         self.out_dim = hidden + self.user.out_dim
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from seqchurn.data.feature_table import time_channel
 from seqchurn.data.sequences import EVENT_TYPE, MASK, NUMERIC
-from seqchurn.models.common import EventInputEmbedding, UserFeatures
+from seqchurn.models.common import EventInputEmbedding, InputSizes, UserFeatures
 
 
 class TimeEncoding(nn.Module):
@@ -41,10 +40,7 @@ class TransformerEncoder(nn.Module):
 
     def __init__(
         self,
-        n_event_types: int,
-        n_numeric: int,
-        n_summary: int,
-        static_cardinalities: Sequence[int] = (),
+        sizes: InputSizes,
         d_model: int = 64,
         nhead: int = 4,
         num_layers: int = 2,
@@ -60,10 +56,12 @@ class TransformerEncoder(nn.Module):
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
         self.time_channel = time_channel()
-        if n_numeric <= self.time_channel:
-            raise ValueError(f"n_numeric={n_numeric} lacks the time channel {self.time_channel}")
+        if sizes.n_numeric <= self.time_channel:
+            raise ValueError(
+                f"n_numeric={sizes.n_numeric} lacks the time channel {self.time_channel}"
+            )
         self.pooling, self.index_position, self.d_model = pooling, index_position, d_model
-        self.embed = EventInputEmbedding(n_event_types, n_numeric, d_model)
+        self.embed = EventInputEmbedding(sizes, d_model)
         self.time = TimeEncoding(d_model, max_freq=time_max_freq)
         self.cls = nn.Parameter(torch.randn(1, 1, d_model) * 0.02) if pooling == "cls" else None
         self.input_dropout = nn.Dropout(dropout)
@@ -74,7 +72,7 @@ class TransformerEncoder(nn.Module):
         self.encoder = nn.TransformerEncoder(
             layer, num_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False
         )
-        self.user = UserFeatures(n_summary, static_cardinalities, static_dim, use_summary)
+        self.user = UserFeatures(sizes, static_dim, use_summary)
         self.out_dim = d_model + self.user.out_dim
 
     @property

@@ -5,15 +5,18 @@ Two views of the same three numbers per user (recency, frequency, monetary):
 - **RFM scores**: quintile scores 1..5 (5 = best: most recent, most frequent, highest
   spend) mapped to the classic named segments by R and the mean of F and M.
 - **K-means** on standardized log-RFM, with k chosen by the silhouette on a seeded sample
-  of at most 20,000 users, then fitted on all users.
+  of the training users.
 
-Both are order-invariant: rows are put in user order before anything random happens, so
-the same population gives the same segments however it was chunked or shuffled.
+Both are fitted once, at train time, on the training snapshots (`fit_segments`, called by the
+Preprocessor) and stored in the checkpoint as quintile edges, scaler and centroids. Scoring a
+user then needs that user alone (`SegmentModel.assign`), so chunking, sharding, streaming or
+scoring one user gives the same segment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -23,8 +26,10 @@ from seqchurn.data.features import EventIndex, summary_features
 from seqchurn.data.labels import activity_mask
 from seqchurn.errors import DataError
 
-# Columns of the prediction frame that `assign_segments` needs (inference passes exactly these).
+# The raw summary columns a segment is computed from (plus the user id, for a stable fit order).
 SEGMENT_INPUTS = ("user_id", "recency_days", "frequency_days", "monetary_mean")
+
+SEGMENT_SETTINGS = frozenset({"k_min", "k_max", "silhouette_sample", "fit_sample"})
 
 SEGMENT_NAMES = (
     "Champions",
@@ -54,42 +59,17 @@ _SEGMENT_LOOKUP = np.array(
 )  # (R, FM)
 
 
-def quintile_score(values: np.ndarray, higher_is_better: bool = True) -> np.ndarray:
-    """Scores 1..5 by quintile of rank; tied values share the lower score (order-invariant).
-
-    With "min" ranks a value's score depends only on how many users are strictly worse, so
-    the many one-order customers of a shop all get F = 1 rather than being split arbitrarily.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if not len(values):
-        return np.zeros(0, dtype=np.int64)
-    key = values if higher_is_better else -values
-    below = pd.Series(key).rank(method="min").to_numpy() - 1.0  # users strictly worse
-    return (1 + np.floor(5.0 * below / len(values))).astype(np.int64).clip(1, 5)
-
-
-def rfm_scores(recency_days, frequency, monetary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quintile scores (R, F, M), each (N,) int in 1..5; R = 5 for the most recent users."""
-    return (
-        quintile_score(recency_days, higher_is_better=False),
-        quintile_score(frequency),
-        quintile_score(monetary),
-    )
-
-
 def rfm_segment(r: np.ndarray, f: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Named segment of each user from R and FM = round-half-up of (F + M) / 2; (N,) object."""
     fm = np.floor((np.asarray(f) + np.asarray(m)) / 2.0 + 0.5).astype(np.int64).clip(1, 5)
     return _SEGMENT_LOOKUP[np.asarray(r, dtype=np.int64).clip(1, 5) - 1, fm - 1]
 
 
-def log_rfm(recency_days, frequency, monetary) -> np.ndarray:
-    """Standardized log1p(R, F, M), (N, 3); a constant column stays at 0."""
-    x = np.log1p(
+def _log_rfm(recency_days, frequency, monetary) -> np.ndarray:
+    """log1p(R, F, M), (N, 3), negatives clipped to 0."""
+    return np.log1p(
         np.maximum(np.stack([recency_days, frequency, monetary], axis=1).astype(np.float64), 0.0)
     )
-    std = x.std(axis=0)
-    return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
 
 
 def silhouette_scores(
@@ -136,32 +116,26 @@ def kmeans_clusters(
     silhouette_sample: int = 20_000,
     seed: int = 0,
     n_init: int = 4,
-) -> tuple[np.ndarray, dict]:
-    """K-means labels of the rows of `x` (N, D), k chosen by silhouette on a seeded sample.
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """K-means of the rows of `x` (N, D), k chosen by silhouette on a seeded sample.
 
     Clusters are renumbered by their centroid's first coordinate (for log-RFM: cluster 0 is
     the most recent), so ids do not depend on K-means' arbitrary order.
 
     Returns:
-        labels (N,) int64, and info: {"k", "silhouette": {k: score}, "sample": n}.
+        labels (N,) int64, centroids (k, D), and info: {"k", "silhouette": {k: score}, "sample": n}.
     """
     if not 2 <= k_min <= k_max:
         raise DataError(f"segments need 2 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
     if silhouette_sample < 3:
         raise DataError(f"segments.silhouette_sample must be at least 3, got {silhouette_sample}")
-    n = len(x)
-    rng = np.random.default_rng(seed)
-    idx = (
-        np.sort(rng.choice(n, size=silhouette_sample, replace=False))
-        if n > silhouette_sample
-        else np.arange(n)
-    )
-    sample = x[idx]
+    sample = x[_sample_rows(len(x), silhouette_sample, seed)]
     distinct = len(np.unique(sample, axis=0)) if len(sample) else 0
     ks = [k for k in range(k_min, k_max + 1) if k <= min(distinct, len(sample) - 1)]
     info: dict = {"k": 1, "silhouette": {}, "sample": len(sample)}
     if not ks:  # too few distinct users to cluster: one cluster
-        return np.zeros(n, dtype=np.int64), info
+        centroid = x.mean(axis=0, keepdims=True) if len(x) else np.zeros((1, x.shape[1]))
+        return np.zeros(len(x), dtype=np.int64), centroid, info
     fits = [KMeans(k, n_init=n_init, random_state=seed).fit(sample) for k in ks]
     scores = silhouette_scores(sample, [f.labels_.astype(np.int64) for f in fits])
     info["silhouette"] = {k: s for k, s in zip(ks, scores)}
@@ -171,52 +145,112 @@ def kmeans_clusters(
     order = np.argsort(model.cluster_centers_[:, 0], kind="stable")
     rename = np.empty(best, dtype=np.int64)
     rename[order] = np.arange(best)
-    return rename[model.labels_], info
+    return rename[model.labels_], model.cluster_centers_[order], info
 
 
-def assign_segments(
-    frame: pd.DataFrame,
-    k_min: int = 2,
-    k_max: int = 8,
-    silhouette_sample: int = 20_000,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """`segment` (named RFM segment) and `cluster` (K-means id) of every row of `frame`.
+def _sample_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted seeded sample of `size` of range(n), or all of it."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
-    Args:
-        frame: one row per user with the `SEGMENT_INPUTS` columns: `recency_days` (days since
-            the last activity day), `frequency_days` (activity days) and `monetary_mean`
-            (spend per activity day); M is scored on the total, mean x frequency.
 
-    Returns:
-        Frame with `segment`, `cluster` in the row order of `frame` (index 0..N-1).
-    """
+def _rfm_arrays(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(recency, frequency, monetary total) of the `SEGMENT_INPUTS` columns of `frame`."""
     missing = [c for c in SEGMENT_INPUTS[1:] if c not in frame.columns]
     if missing:
         raise DataError(f"segments need column(s) {missing}; the frame has {list(frame.columns)}")
-    n = len(frame)
-    if "user_id" in frame.columns:
-        order = np.argsort(frame["user_id"].astype(str).to_numpy(), kind="stable")
-    else:
-        order = np.arange(n)
-    sorted_frame = frame.iloc[order]
-    rec = sorted_frame["recency_days"].to_numpy(np.float64)
-    freq = sorted_frame["frequency_days"].to_numpy(np.float64)
-    money = sorted_frame["monetary_mean"].to_numpy(np.float64) * freq
+    rec = frame["recency_days"].to_numpy(np.float64)
+    freq = frame["frequency_days"].to_numpy(np.float64)
+    money = frame["monetary_mean"].to_numpy(np.float64) * freq
     if not (np.isfinite(rec).all() and np.isfinite(freq).all() and np.isfinite(money).all()):
         raise DataError(
             "segments need finite recency, frequency and monetary values for every user"
         )
-    r, f, m = rfm_scores(rec, freq, money)
-    segment = np.empty(n, dtype=object)
-    cluster = np.empty(n, dtype=np.int64)
-    segment[order] = rfm_segment(r, f, m)
-    if n:
-        labels, _ = kmeans_clusters(
-            log_rfm(rec, freq, money), k_min, k_max, silhouette_sample, seed
+    return rec, freq, money
+
+
+def _quintile_edges(key: np.ndarray) -> list[float]:
+    """Edges e_1..e_4 with 1 + #(e_s < v) = `quintile_score` of v within `key` itself.
+
+    A value's score is 1 + floor(5 * #strictly-worse / N); it reaches s + 1 once at least
+    ceil(s N / 5) values are strictly below it, i.e. once it exceeds the sorted value there.
+    """
+    ranked = np.sort(key)
+    at = np.ceil(np.arange(1, 5) * len(ranked) / 5.0).astype(np.int64) - 1
+    return ranked[np.clip(at, 0, len(ranked) - 1)].tolist()
+
+
+@dataclass
+class SegmentModel:
+    """RFM quintile edges and log-RFM K-means fitted on training users; saved in checkpoints."""
+
+    # edges on the "higher is better" key of each of R (as -recency), F and M
+    edges: list[list[float]]
+    mean: list[float]  # log1p(R, F, M) scaler
+    std: list[float]
+    centroids: list[list[float]]  # (k, 3), cluster 0 = most recent
+    info: dict = field(default_factory=dict)
+
+    def assign(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`segment` and `cluster` of each row of `frame` (the `SEGMENT_INPUTS` columns), alone."""
+        rec, freq, money = _rfm_arrays(frame)
+        keys = (-rec, freq, money)
+        r, f, m = (
+            1 + (np.asarray(key)[:, None] > np.asarray(e)[None, :]).sum(axis=1)
+            for key, e in zip(keys, self.edges)
         )
-        cluster[order] = labels
-    return pd.DataFrame({"segment": segment, "cluster": cluster})
+        x = (_log_rfm(rec, freq, money) - np.asarray(self.mean)) / np.asarray(self.std)
+        c = np.asarray(self.centroids)
+        d2 = ((x[:, None, :] - c[None, :, :]) ** 2).sum(axis=-1)  # (N, k)
+        return pd.DataFrame(
+            {"segment": rfm_segment(r, f, m), "cluster": d2.argmin(axis=1).astype(np.int64)}
+        )
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "SegmentModel":
+        return cls(**state)
+
+
+def fit_segments(
+    frame: pd.DataFrame,
+    k_min: int = 2,
+    k_max: int = 8,
+    silhouette_sample: int = 20_000,
+    fit_sample: int = 200_000,
+    seed: int = 0,
+) -> SegmentModel:
+    """Fit the quintile edges and K-means on `frame` (training users' `SEGMENT_INPUTS` columns).
+
+    K-means (and the silhouette choice of k among k_min..k_max) runs on a seeded sample of at
+    most `fit_sample` rows (`silhouette_sample` for the silhouette): the centroids of a
+    few hundred thousand users are as good as those of millions, at a fraction of the time.
+    """
+    if not len(frame):
+        raise DataError("segments need at least one training user")
+    if fit_sample < 1:
+        raise DataError(f"segments.fit_sample must be positive, got {fit_sample}")
+    if "user_id" in frame.columns:  # the same users in any row order give the same fit
+        frame = frame.iloc[np.argsort(frame["user_id"].astype(str).to_numpy(), kind="stable")]
+    rec, freq, money = _rfm_arrays(frame)
+    logs = _log_rfm(rec, freq, money)
+    mean, std = logs.mean(axis=0), logs.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    rows = _sample_rows(len(frame), fit_sample, seed)
+    _, centroids, info = kmeans_clusters(
+        (logs[rows] - mean) / std, k_min, k_max, silhouette_sample, seed
+    )
+    info["silhouette"] = {int(k): float(v) for k, v in info["silhouette"].items()}
+    return SegmentModel(
+        edges=[_quintile_edges(key) for key in (-rec, freq, money)],
+        mean=mean.tolist(),
+        std=std.tolist(),
+        centroids=centroids.tolist(),
+        info={**info, "fit_rows": len(rows)},
+    )
 
 
 def rfm_from_events(

@@ -21,6 +21,7 @@ from seqchurn.simulate.sequence_process import (
     K_MAX,
     P,
     R,
+    START,
     V,
     process_params,
     window_mass,
@@ -141,7 +142,7 @@ def sequence_oracle(
     events: pd.DataFrame,
     cutoff,
     horizon_days: int,
-    start: str | pd.Timestamp = "2020-01-01",
+    start: str | pd.Timestamp = START,
     k_max: int = K_MAX,
     **params: float,
 ) -> pd.DataFrame:
@@ -237,20 +238,19 @@ def sequence_oracle(
 
 
 def sequence_clairvoyant(
-    events: pd.DataFrame,
-    truth: pd.DataFrame,
-    cutoff,
-    horizon_days: int,
-    start: str | pd.Timestamp = "2020-01-01",
-    k_max: int = K_MAX,
-    **params: float,
+    events: pd.DataFrame, truth: pd.DataFrame, cutoff, horizon_days: int, **options
 ) -> pd.DataFrame:
     """P(no purchase on days C+1..C+H | hidden alive state, lambda0 and segment at C): an upper bound.
+
+    Args:
+        truth: the simulator's per-user truth (`death_days`, `fading`, `T0_days`, `lam0`).
+        options: `start`, `k_max` and process parameters, as for `sequence_oracle`.
 
     Returns:
         `user_id`, `p_churn_clairvoyant`, `alive` (bool), for the users `sequence_oracle` scores.
     """
-    *_, fade_days, _, _, p_mult = process_params(params)
+    start, k_max = options.pop("start", START), options.pop("k_max", K_MAX)
+    *_, fade_days, _, _, p_mult = process_params(options)
     hs = _history(events, cutoff, start)
     tr = truth.set_index("user_id").loc[hs["users"]]
     alive = tr["death_days"].to_numpy() >= hs["t_c"]

@@ -18,6 +18,7 @@ import pandas as pd
 EVENT_TYPES = ("view", "cart", "purchase", "return", "complaint")
 V, A, P, R, C = range(5)
 N_STATES = 15
+START = "2020-01-01"  # day 0 of the process unless a caller says otherwise
 K_MAX = 600  # truncation of the future event count in the oracle; the leftover mass gets u_K
 
 # Process parameters shared by the generator and the oracle (spec section 2, final configuration F).
@@ -118,7 +119,7 @@ def simulate_sequence(
     seed: int = 0,
     acquisition_days: float = 360.0,
     end_days: float = 540.0,
-    start: str | pd.Timestamp = "2020-01-01",
+    start: str | pd.Timestamp = START,
     amount_mean: float = 3.5,
     amount_user_sd: float = 0.4,
     amount_sd: float = 0.5,
