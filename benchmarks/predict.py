@@ -1,12 +1,15 @@
-"""Peak memory and speed of predict on synthetic logs of growing size (bounded-memory scoring).
+"""Predict throughput and peak memory on synthetic logs of growing size.
 
-    python benchmarks/predict.py [--users 100000 1000000] [--model lstm] [--device cpu]
+    python benchmarks/predict.py [--users 100000 1000000] [--models lstm transformer]
+                                 [--explain grad_x_input none] [--device cpu]
 
 Writes a Parquet log sorted by user for each size (BG/NBD customers, simulated in blocks of
-100,000 so the generator's own memory stays small), trains a small model once on 10,000
-synthetic users, then runs `scripts/predict.py` on each log in a fresh process and reads
-its peak resident memory. Results go to benchmarks/results/predict_memory.json and to the
-README between the predict-memory markers (benchmarks/report.py).
+100,000 so the generator's own memory stays small) and a 100-user log, trains each model
+once on 10,000 synthetic users, then runs `scripts/predict.py` on each log in a fresh
+process and reads its wall time and peak resident memory. Users/s is counted as users /
+(wall time - wall time of the same command on the 100-user log), i.e. without the start-up
+(imports, checkpoint load). Results go to benchmarks/results/predict.json and to the README
+between the perf-predict markers (benchmarks/report.py).
 """
 
 from __future__ import annotations
@@ -26,15 +29,8 @@ import pyarrow.parquet as pq
 from seqchurn.simulate.bgnbd import simulate_bgnbd
 
 # A sibling in benchmarks/: Python puts a script's own folder first on its path.
-from report import (
-    PREDICT_MARKERS,
-    README,
-    RESULTS,
-    ROOT,
-    check_markers,
-    predict_markdown,
-    replace_between_markers,
-)
+from report import README, RESULTS, ROOT, check_markers, cpu_note, performance_markers
+from report import write_section
 
 BLOCK = 100_000
 
@@ -104,42 +100,67 @@ def run_predict(ckpt: Path, log: Path, out_dir: Path, device: str, explain: str)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--model", default="lstm")
+    parser.add_argument("--models", nargs="+", default=["lstm", "transformer"])
+    parser.add_argument("--explain", nargs="+", default=["grad_x_input", "none"])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--explain", default="grad_x_input")
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
     if not args.no_readme:  # fail now, not after the measure
-        check_markers(README, PREDICT_MARKERS)
+        check_markers(README, performance_markers("predict"))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ckpt = train_checkpoint(tmp / "train", args.model)
-        for n in args.users:
-            log = tmp / f"log_{n}.parquet"
-            n_events = write_log(log, n)
-            res = run_predict(
-                ckpt, log=log, out_dir=tmp / f"pred_{n}", device=args.device, explain=args.explain
-            )
-            res.update(users=n, events=n_events, users_per_s=res["rows"] / res["seconds"])
-            print(json.dumps(res))
-            results.append(res)
-    base = results[0]["peak_rss_mb"]
+        sizes = [100, *args.users]
+        logs = {n: (tmp / f"log_{n}.parquet") for n in sizes}
+        events = {n: write_log(logs[n], n) for n in sizes}
+        for model in args.models:
+            ckpt = train_checkpoint(tmp / f"train_{model}", model)
+            for explain in args.explain:
+                base = None
+                for n in sizes:
+                    out = tmp / f"pred_{model}_{explain}_{n}"
+                    res = run_predict(ckpt, logs[n], out, device=args.device, explain=explain)
+                    if base is None:
+                        base = res
+                        continue
+                    net = res["seconds"] - base["seconds"]
+                    res.update(model=model, explain=explain, users=n, events=events[n])
+                    res.update(startup_s=base["seconds"], users_per_s=res["rows"] / net)
+                    print(json.dumps(res), flush=True)
+                    results.append(res)
+    smallest = {}
     for r in results:
-        r["peak_vs_smallest"] = r["peak_rss_mb"] / base
-    out = RESULTS / "predict_memory.json"
+        key = (r["model"], r["explain"])
+        smallest.setdefault(key, r["peak_rss_mb"])
+        r["peak_vs_smallest"] = r["peak_rss_mb"] / smallest[key]
+    out = RESULTS / "predict.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "model": args.model,
-        "device": args.device,
-        "explain": args.explain,
-        "cpus": os.cpu_count(),
-    }
+    meta = {"device": args.device, "machine": cpu_note()}
     out.write_text(json.dumps({"settings": meta, "runs": results}, indent=2))
-    markdown = predict_markdown(results, meta)
+    header = ["model", "reasons", "users", "events", "seconds", "start-up s", "users/s"]
+    header += ["peak RSS (MB)", "vs smallest"]
+    rows = [
+        [
+            r["model"],
+            r["explain"],
+            f"{r['users']:,}",
+            f"{r['events']:,}",
+            f"{r['seconds']:.1f}",
+            f"{r['startup_s']:.1f}",
+            f"{r['users_per_s']:,.0f}",
+            f"{r['peak_rss_mb']:,.0f}",
+            f"{r['peak_vs_smallest']:.2f}x",
+        ]
+        for r in results
+    ]
+    lead = (
+        f"Predict (`python benchmarks/predict.py`, device {args.device}, {cpu_note()}): "
+        "Parquet log sorted by user -> prediction file, in a fresh process; users/s = users / "
+        "(seconds - the same command's seconds on a 100-user log)."
+    )
     if not args.no_readme:
-        replace_between_markers(README, PREDICT_MARKERS, markdown)
-    print(markdown)
+        write_section("predict", lead, header, rows)
+    print(lead)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The README's generated sections: the benchmark tables and the predict-memory table.
+"""The README's generated sections: the benchmark tables and the performance tables.
 
 This is the only code that writes between README markers, so a marker's format and a
 table's layout each have one home. It imports nothing from the runners: they call it.
@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCHMARK_MARKERS = ("<!-- benchmark:start -->", "<!-- benchmark:end -->")
-PREDICT_MARKERS = ("<!-- predict-memory:start -->", "<!-- predict-memory:end -->")
 # The performance tables of benchmarks/tensorize.py, predict.py and train.py, by name.
 PERFORMANCE = ("tensorize", "predict", "train")
 
@@ -260,35 +259,6 @@ def results_markdown(
         parts.append("### Fairness: largest gap between groups")
         parts.append(_gaps_table(gaps))
     return "\n\n".join(parts) + "\n"
-
-
-# -- the predict-memory section ------------------------------------------------------------------
-def predict_markdown(runs: Sequence[dict], settings: dict) -> str:
-    """The README's predict-memory table: one row per log size of `benchmarks/predict.py`.
-
-    Args:
-        runs: per log size, users, events, rows (scored), peak_rss_mb, peak_vs_smallest,
-            seconds and users_per_s.
-        settings: model, device, explain and cpus of the measure.
-    """
-    rows = [
-        [
-            f"{r['users']:,}",
-            f"{r['events']:,}",
-            f"{r['rows']:,}",
-            f"{r['peak_rss_mb']:.0f}",
-            f"{r['peak_vs_smallest']:.2f}x",
-            f"{r['seconds']:.0f}",
-            f"{r['users_per_s']:,.0f}",
-        ]
-        for r in runs
-    ]
-    header = ["users", "events", "eligible scored", "peak RSS (MB)", "vs smallest", "seconds"]
-    lead = (
-        f"predict, {settings['model']}, {settings['device']}, reasons by {settings['explain']}, "
-        f"{settings['cpus']} CPU cores (`python benchmarks/predict.py`):"
-    )
-    return lead + "\n\n" + _table(header + ["users/s"], rows) + "\n"
 
 
 # -- the performance sections --------------------------------------------------------------------

@@ -4,8 +4,8 @@
 
 A synthetic log (lognormal history lengths, median 5, capped at 2,000; four event types;
 amounts on purchases) is cut at 12 month-end training cutoffs plus one test cutoff, and the
-whole of seqchurn's path runs on it, timed by stage: clean_events, the snapshots with labels,
-the Preprocessor fit on the training snapshots, the tensors of every snapshot, and one pass
+whole of seqchurn's path runs on it, timed by stage: reading the Parquet log, clean_events, the snapshots with labels,
+the tensors of every snapshot (with the Preprocessor fitted on the training ones), and one pass
 of padded, length-bucketed batches. Each size runs in a fresh process, so peak RSS is the
 run's own (and memory can be checked to grow linearly with the events).
 
@@ -23,13 +23,14 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 import pandas as pd
 import torch
 
-from seqchurn.data.events import clean_events
+from seqchurn.data.events import clean_events, read_raw
 from seqchurn.data.features import summary_features
 from seqchurn.data.labels import DEFAULT_BIN_EDGES as EDGES
 from seqchurn.data.labels import censor_edge, make_snapshots, tau_bin_of
@@ -83,25 +84,34 @@ def _days(ts: pd.Timestamp) -> int:
     return int((ts - pd.Timestamp("1970-01-01")).days)
 
 
-def seqchurn_path(raw: pd.DataFrame, batch_size: int = 1024) -> tuple[dict, dict]:
-    """seqchurn's tensorization, timed by stage; returns the seconds and what it built."""
+def seqchurn_path(raw: pd.DataFrame | str, batch_size: int = 1024) -> tuple[dict, dict]:
+    """seqchurn's tensorization, timed by stage; returns the seconds and what it built.
+
+    `raw` is the events frame, or the path of a Parquet log to read first (stage "read").
+    """
     seconds, t = {}, time.perf_counter()
 
     def lap(name: str) -> None:
         nonlocal t
         now = time.perf_counter()
         seconds[name], t = now - t, now
+        peak_mb[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+    peak_mb: dict[str, float] = {}
+
+    if isinstance(raw, str):
+        raw = read_raw("events", raw)
+        lap("read")
     events, _ = clean_events(raw)
+    del raw
     lap("clean_events")
     index = EventIndex(events, np.ones(len(events), dtype=bool))
     train_cuts, test_cut = [_days(c) for c in TRAIN_CUTOFFS], _days(TEST_CUTOFF)
     train = make_snapshots(events, train_cuts, HORIZON, test_cut, index=index)
     test = make_snapshots(events, [test_cut], HORIZON, _days(OBS_END), index=index)
     lap("snapshots")
-    pre = Preprocessor.fit(index, train, max_len=MAX_LEN)
-    lap("fit")
-    datasets = {"train": pre.transform(index, train), "test": pre.transform(index, test)}
+    pre, train_set = Preprocessor.fit_transform(index, train, max_len=MAX_LEN)
+    datasets = {"train": train_set, "test": pre.transform(index, test)}
     lap("tensors")
     n_batches = 0
     for ds in datasets.values():
@@ -110,7 +120,7 @@ def seqchurn_path(raw: pd.DataFrame, batch_size: int = 1024) -> tuple[dict, dict
     lap("batches")
     seconds["total"] = sum(seconds.values())
     built = {"pre": pre, "datasets": datasets, "snapshots": {"train": train, "test": test}}
-    return seconds, {**built, "batches": n_batches}
+    return seconds, {**built, "batches": n_batches, "peak_mb_after": peak_mb}
 
 
 def _user_reference(g: pd.DataFrame, cutoffs: list[int], obs_end: list[int]) -> list[dict]:
@@ -208,42 +218,28 @@ def check_equal(raw: pd.DataFrame) -> int:
 
 
 def _child(args: argparse.Namespace) -> None:
-    raw = synthetic_log(args.child_events, args.child_users, seed=0)
+    n_events = len(pd.read_parquet(args.log, columns=["amount"]))
     if args.mode == "seqchurn":
-        seconds, built = seqchurn_path(raw)
+        seconds, built = seqchurn_path(args.log)
         snaps = sum(len(s) for s in built["snapshots"].values())
         extra = {"snapshots": snaps, "batches": built["batches"]}
+        extra["peak_mb_after"] = built["peak_mb_after"]
         extra["sequence_events"] = int(sum(ds.lengths.sum() for ds in built["datasets"].values()))
     else:
-        total, ref = reference_path(raw)
+        total, ref = reference_path(pd.read_parquet(args.log))
         seconds, extra = {"total": total}, {"snapshots": len(ref)}
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        json.dumps(
-            {
-                "events": len(raw),
-                "users": args.child_users,
-                "seconds": seconds,
-                "peak_rss_mb": peak_mb,
-                **extra,
-            }
-        )
-    )
+    print(json.dumps({"events": n_events, "seconds": seconds, "peak_rss_mb": peak_mb, **extra}))
 
 
-def _run_child(mode: str, events: int, users: int) -> dict:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--mode",
-        mode,
-        "--child-events",
-        str(events),
-        "--child-users",
-        str(users),
-    ]
+def _run_child(mode: str, events: int, users: int, folder: str) -> dict:
+    """Write the log, then time `mode` on it in a fresh process (its peak RSS is its own)."""
+    log = os.path.join(folder, f"log-{events}.parquet")
+    if not os.path.exists(log):
+        synthetic_log(events, users, seed=0).to_parquet(log, index=False)
+    cmd = [sys.executable, __file__, "--mode", mode, "--log", log]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return {"users": users, **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
 def main() -> None:
@@ -252,8 +248,7 @@ def main() -> None:
     parser.add_argument("--reference-events", type=int, default=1_000_000)
     parser.add_argument("--check-events", type=int, default=20_000)
     parser.add_argument("--mode", choices=["seqchurn", "reference"], help=argparse.SUPPRESS)
-    parser.add_argument("--child-events", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--child-users", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--log", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mode:
         return _child(args)
@@ -261,12 +256,13 @@ def main() -> None:
     checked = check_equal(synthetic_log(args.check_events, args.check_events // 10, seed=1))
     print(f"identical tensors, labels and RFM on {checked:,} snapshots", flush=True)
     runs = []
-    for n in args.events:
-        runs.append({"path": "seqchurn", **_run_child("seqchurn", n, n // 10)})
+    with tempfile.TemporaryDirectory() as folder:
+        for n in args.events:
+            runs.append({"path": "seqchurn", **_run_child("seqchurn", n, n // 10, folder)})
+            print(runs[-1], flush=True)
+        ref = _run_child("reference", args.reference_events, args.reference_events // 10, folder)
+        runs.append({"path": "pandas groupby().apply", **ref})
         print(runs[-1], flush=True)
-    n = args.reference_events
-    runs.append({"path": "pandas groupby().apply", **_run_child("reference", n, n // 10)})
-    print(runs[-1], flush=True)
     for r in runs:
         r["events_per_s"] = r["events"] / r["seconds"]["total"]
     ref_rate = runs[-1]["events_per_s"]
@@ -274,7 +270,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "tensorize.json").write_text(json.dumps(result, indent=2))
 
-    stages = ["clean_events", "snapshots", "fit", "tensors", "batches"]
+    stages = ["read", "clean_events", "snapshots", "tensors", "batches"]
     rows = []
     for r in runs:
         s = r["seconds"]

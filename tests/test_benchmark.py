@@ -246,20 +246,17 @@ def test_check_markers_refuses_a_missing_or_repeated_marker(bench, tmp_path):
         bench.report.check_markers(readme, MARKS)
 
 
-def test_predict_markdown(bench):
-    run = {
-        "users": 100_000,
-        "events": 277_762,
-        "rows": 99_000,
-        "peak_rss_mb": 1211.4,
-        "peak_vs_smallest": 1.0,
-        "seconds": 162.2,
-        "users_per_s": 616.3,
-    }
-    settings = {"model": "lstm", "device": "cpu", "explain": "grad_x_input", "cpus": 2}
-    md = bench.report.predict_markdown([run], settings)
-    assert md.startswith("predict, lstm, cpu, reasons by grad_x_input, 2 CPU cores")
-    assert "| 100,000 | 277,762 | 99,000 | 1211 | 1.00x | 162 | 616 |" in md
+def test_write_section_puts_a_table_between_its_markers_only(bench, tmp_path):
+    readme = tmp_path / "README.md"
+    begin, end = bench.report.performance_markers("predict")
+    readme.write_text(f"intro\n{begin}\nold\n{end}\nafter\n")
+    bench.report.write_section("predict", "Lead.", ["a", "b"], [["1", "2"]], path=readme)
+    assert (
+        readme.read_text()
+        == f"intro\n{begin}\nLead.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n{end}\nafter\n"
+    )
+    with pytest.raises(ValueError, match="unknown performance section"):
+        bench.report.performance_markers("serve")
 
 
 def test_merge_overrides_keeps_the_last_value_of_a_key(bench):

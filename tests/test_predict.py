@@ -235,3 +235,21 @@ def test_no_eligible_user_is_a_bad_input_and_writes_nothing(tmp_path):
     with pytest.raises(DataError, match="no eligible user"):
         write_predictions(iter([]), tmp_path / "p.parquet")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_four_shards_concatenated_are_the_whole_file(trained, tmp_path):
+    _, ckpt, log, _ = trained
+    _predict(ckpt, log, tmp_path / "whole.parquet", explain=None)
+    whole = pd.read_parquet(tmp_path / "whole.parquet").set_index("user_id").sort_index()
+    parts = []
+    for i in range(4):
+        _predict(ckpt, log, tmp_path / f"s{i}.parquet", explain=None, shard=f"{i}/4")
+        parts.append(pd.read_parquet(tmp_path / f"s{i}.parquet"))
+    assert all(len(p) for p in parts)  # every shard holds some of the 300 users
+    joined = pd.concat(parts).set_index("user_id").sort_index()
+    assert joined.index.is_unique and list(joined.index) == list(whole.index)
+    pd.testing.assert_frame_equal(joined, whole, rtol=1e-5)
+    for bad in ("4/4", "1/0", "a/b", "-1/2"):
+        with pytest.raises(DataError, match="scoring.shard"):
+            _predict(ckpt, log, tmp_path / "bad.parquet", explain=None, shard=bad)
+    assert not (tmp_path / "bad.parquet").exists()

@@ -158,11 +158,11 @@ class ChurnDataModule(pl.LightningDataModule):
                 )
 
         index = EventIndex(events, activity_mask(events, activity))
-        self.preprocessor = Preprocessor.fit(
+        self.preprocessor, train = Preprocessor.fit_transform(
             index, self.snapshots["train"], users, hp.max_len, hp.max_event_types, activity
         )
-        self.datasets = {
-            k: self.preprocessor.transform(index, v, users) for k, v in self.snapshots.items()
+        self.datasets = {"train": train} | {
+            k: self.preprocessor.transform(index, self.snapshots[k], users) for k in ("val", "test")
         }
         self.segments = self._fit_segments(index, self.snapshots["train"])
         self.train_cutoffs, self.test_cutoff, self.obs_end = train_cutoffs, test_cutoff, obs_end

@@ -220,6 +220,7 @@ def iter_scored_chunks(
     chunk_rows: int = 150_000,
     stream: str | bool = "auto",
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Stream the log in chunks of whole users and yield each chunk's predictions."""
     state = scorer.model.preprocessing
@@ -245,6 +246,8 @@ def iter_scored_chunks(
         first_day = lo if first_day is None else min(first_day, lo)
         last_day = hi if last_day is None else max(last_day, hi)
         bar.update(len(chunk.frame))
+        if shard is not None:
+            events = events[shard_mask(events["user_id"].to_numpy(dtype=object), *shard)]
         scored = scorer.score(events, cutoff, users)
         if len(scored):
             yield scored
@@ -253,6 +256,25 @@ def iter_scored_chunks(
         raise DataError(
             f"cutoff {to_date(cutoff)} is outside the data ({to_date(first_day)} .. {to_date(last_day)})"
         )
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """ "i/n" -> (i, n) with 0 <= i < n; None stays None."""
+    if shard is None:
+        return None
+    try:
+        i, n = (int(x) for x in str(shard).split("/"))
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise DataError(f"scoring.shard must be i/n with 0 <= i < n, such as 0/4; got {shard!r}")
+    return i, n
+
+
+def shard_mask(user_ids: np.ndarray, i: int, n: int) -> np.ndarray:
+    """Rows whose user is in shard i of n: a stable hash of the id text, the same on any machine."""
+    hashes = pd.util.hash_array(np.asarray(user_ids, dtype=object).astype(str).astype(object))
+    return hashes % np.uint64(n) == np.uint64(i)
 
 
 def write_predictions(frames: Iterator[pd.DataFrame], output: str | Path) -> int:
@@ -300,14 +322,18 @@ def predict_log(
     explain_steps: int = 32,
     accelerator: str | None = "auto",
     progress: bool = True,
+    shard: str | None = None,
 ) -> dict:
     """Checkpoint + raw event log -> the prediction file of DESIGN section 6, written atomically.
 
     `data` is a conf/data/*.yaml node as a mapping; of it only `source`, `path`, `columns`,
     `users_path` and `on_bad_rows` are read, everything else comes from the checkpoint.
     `cutoff` is a date (or a day number); None scores at the checkpoint's test cutoff.
+    `shard` "i/n" scores only the users of shard i of n (`shard_mask`), so a scheduler can
+    split one log over n processes or machines and concatenate their files.
     Returns a small summary: rows written, the output path and the cutoff.
     """
+    part = parse_shard(shard)
     check_settings(
         {"batch_size": batch_size, "chunk_rows": chunk_rows, "explain_steps": explain_steps},
         positive_int=True,
@@ -334,6 +360,7 @@ def predict_log(
         chunk_rows=chunk_rows,
         stream=stream,
         progress=progress,
+        shard=part,
     )
     rows = write_predictions(chunks, output)
     return {"rows": rows, "output": str(output), "cutoff": to_date(cutoff)}

@@ -182,9 +182,12 @@ def clean_events(
 
     user = frame["user_id"]
     ts_raw = frame["timestamp"]
-    null = user.isna().to_numpy() | ts_raw.isna().to_numpy()
+    # Text work is done once per distinct id or type, not once per row: a log has far fewer.
+    user_code, user_text = _user_codes(user)
+    null = (user_code < 0) | ts_raw.isna().to_numpy()
     if not pd.api.types.is_numeric_dtype(user):
-        null |= user.astype("string").str.strip().eq("").fillna(True).to_numpy()
+        blank = pd.Series(user_text, dtype=object).str.strip().eq("").to_numpy(dtype=bool)
+        null |= blank[user_code] & (user_code >= 0)
     if null.any():
         if on_bad_rows == "raise":
             raise DataError(
@@ -197,10 +200,13 @@ def clean_events(
         return rows + 1 + header_lines
 
     timestamp = parse_timestamps(ts_raw, ~null, line_of, timestamp_format)
-    out = pd.DataFrame({"user_id": _user_ids(user), "timestamp": timestamp})
+    out = pd.DataFrame({"user_id": user_text[user_code], "timestamp": timestamp})
     if "event_type" in frame.columns:
-        etype = frame["event_type"].astype("string").fillna(DEFAULT_EVENT_TYPE).str.strip()
-        out["event_type"] = etype.astype(object)
+        type_code, type_text = _text_codes(frame["event_type"])
+        # code -1 (a missing type) picks the appended default
+        names = np.append(pd.Series(type_text, dtype=object).str.strip().to_numpy(), None)
+        names[-1] = DEFAULT_EVENT_TYPE
+        out["event_type"] = names[type_code]
     else:
         out["event_type"] = DEFAULT_EVENT_TYPE
     for col in ("amount", "quantity"):
@@ -208,7 +214,12 @@ def clean_events(
     out = out.loc[~null]
 
     out["day"] = out["timestamp"].to_numpy().astype("datetime64[D]").astype(np.int64)
-    out = out.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
+    # By user (in the text order of the ids) then time, stably: integer keys sort fast.
+    rank = np.empty(len(user_text), dtype=np.int64)
+    rank[np.argsort(user_text, kind="stable")] = np.arange(len(user_text))
+    ts_key = out["timestamp"].to_numpy().astype(np.int64)
+    order = np.lexsort((ts_key, rank[user_code[~null]]))
+    out = out.iloc[order].reset_index(drop=True)
     if merge_same_day:
         before = len(out)
         out = (
@@ -227,11 +238,24 @@ def clean_events(
     return out[["user_id", "timestamp", "day", "event_type", "amount", "quantity"]], report
 
 
-def _user_ids(user: pd.Series) -> pd.Series:
-    """Ids as the exact text of the file; numeric ids (Parquet) in their decimal form."""
+def _text_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, texts): texts[codes] is each value as text; code -1 where the value is null."""
+    codes, distinct = pd.factorize(values)
+    texts = pd.Series(distinct).astype("string").astype(object).to_numpy()
+    return codes, texts
+
+
+def _user_codes(user: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """`_text_codes` of ids: the exact text of the file; numeric ids (Parquet) in decimal form."""
     if pd.api.types.is_float_dtype(user):  # integer ids stored with nulls come back as floats
         user = user.astype("Int64")
-    return user.astype("string").astype(object)
+    return _text_codes(user)
+
+
+def _user_ids(user: pd.Series) -> pd.Series:
+    """Ids as text (`_user_codes`), null where the id is."""
+    codes, texts = _user_codes(user)
+    return pd.Series(np.append(texts, pd.NA)[codes], index=user.index, dtype=object)
 
 
 def _amounts(

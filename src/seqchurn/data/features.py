@@ -15,54 +15,66 @@ import numpy as np
 import pandas as pd
 
 from seqchurn.data.feature_table import SEQUENCE_CHANNELS, Feature, summary_table
-from seqchurn.data.timeline import EventIndex, window_sums
-
-NS_PER_DAY = 86_400 * 10**9
+from seqchurn.data.timeline import NS_PER_DAY, EventIndex, window_sums
 
 
 @dataclass
 class RaggedEvents:
     """The last events of each snapshot, oldest first, concatenated: snapshot i owns rows offsets[i]:offsets[i+1]."""
 
-    event_type: np.ndarray  # (N_events,) object, raw type strings
-    raw: np.ndarray  # (N_events, F) float64, SEQUENCE_CHANNELS in their own units
+    type_code: np.ndarray  # (N_events,) int32, codes into type_names
+    type_names: np.ndarray  # (n_types,) object, the log's sorted event types
+    raw: np.ndarray | None  # (N_events, F) float64, SEQUENCE_CHANNELS in their units, if kept
     numeric: np.ndarray  # (N_events, F) float32, log1p of raw: what the model reads
     offsets: np.ndarray  # (N_snapshots + 1,) int64
 
+    @property
+    def event_type(self) -> np.ndarray:
+        """(N_events,) object, the raw type strings."""
+        return self.type_names[self.type_code]
 
-def _derived_channels(
-    index: EventIndex, rows: np.ndarray, owner: np.ndarray, cutoffs: np.ndarray
-) -> dict[str, np.ndarray]:
-    """The sequence channels computed from the timestamps, by name, for the given event rows."""
-    ts = index.ts[rows]
-    is_first = rows == index.start[index.code[rows]]
-    prev_ts = index.ts[np.maximum(rows - 1, 0)]
-    cutoff_end_ns = (cutoffs[owner] + 1) * NS_PER_DAY  # a cutoff includes its whole day
-    return {
-        "seq_gap_prev_days": np.where(is_first, 0.0, (ts - prev_ts) / NS_PER_DAY),
-        "seq_days_before_cutoff": (cutoff_end_ns - ts) / NS_PER_DAY,
-    }
+
+def _derived_channel(
+    index: EventIndex, name: str, rows: np.ndarray, lengths: np.ndarray, cutoffs: np.ndarray
+) -> np.ndarray:
+    """A sequence channel computed from the timestamps, for the given event rows."""
+    if name == "seq_gap_prev_days":
+        return index.gap_prev_days[rows]
+    if name == "seq_days_before_cutoff":
+        cutoff_end_ns = (np.repeat(cutoffs, lengths) + 1) * NS_PER_DAY  # C includes its whole day
+        return (cutoff_end_ns - index.ts[rows]) / NS_PER_DAY
+    raise KeyError(f"no computation for the derived sequence channel {name!r}")
 
 
 def last_events(
-    index: EventIndex, codes: np.ndarray, cutoffs: np.ndarray, max_len: int
+    index: EventIndex, codes: np.ndarray, cutoffs: np.ndarray, max_len: int, keep_raw: bool = True
 ) -> RaggedEvents:
-    """The last `max_len` events on or before each cutoff, with their sequence channels."""
+    """The last `max_len` events on or before each cutoff, with their sequence channels.
+
+    Channels are filled one at a time into the float32 array the model reads, so the
+    float64 intermediates of only one channel exist at once; `raw` (float64) is kept only
+    with `keep_raw` (reasons quote it), else it is None.
+    """
     end = index.end_index(codes, cutoffs)
     begin = np.maximum(index.start[codes], end - max_len)
     lengths = end - begin
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     rows = np.repeat(begin - offsets[:-1], lengths) + np.arange(offsets[-1])
-    owner = np.repeat(np.arange(len(codes)), lengths)
-    derived = _derived_channels(index, rows=rows, owner=owner, cutoffs=cutoffs)
-    raw = np.stack(
-        [index.columns[f.column][rows] if f.column else derived[f.name] for f in SEQUENCE_CHANNELS],
-        axis=1,
-    )
+    numeric = np.empty((len(rows), len(SEQUENCE_CHANNELS)), dtype=np.float32)
+    raw = np.empty(numeric.shape) if keep_raw else None
+    for j, f in enumerate(SEQUENCE_CHANNELS):
+        if f.column:
+            channel = index.columns[f.column][rows]
+        else:
+            channel = _derived_channel(index, f.name, rows=rows, lengths=lengths, cutoffs=cutoffs)
+        numeric[:, j] = np.log1p(channel)
+        if raw is not None:
+            raw[:, j] = channel
     return RaggedEvents(
-        event_type=index.event_type[rows],
+        type_code=index.type_code[rows],
+        type_names=index.type_names,
         raw=raw,
-        numeric=np.log1p(raw).astype(np.float32),
+        numeric=numeric,
         offsets=offsets,
     )
 
@@ -100,7 +112,7 @@ class _History:
     def type_count(self, event_type: str, days: int) -> np.ndarray:
         # Integer prefix counts are exact, so a difference of them depends on no other user.
         if event_type not in self._type_cum:
-            is_type = self.index.event_type == event_type
+            is_type = self.index.type_code == self.index.type_id(event_type)
             self._type_cum[event_type] = np.concatenate([[0], np.cumsum(is_type)])
         cum = self._type_cum[event_type]
         begin, end = self.window(days)

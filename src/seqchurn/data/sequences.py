@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seqchurn.data.feature_table import SEQUENCE_CHANNELS, Feature, input_table
-from seqchurn.data.features import last_events, summary_features
+from seqchurn.data.features import RaggedEvents, last_events, summary_features
 from seqchurn.data.timeline import EventIndex
 from seqchurn.errors import DataError
 
@@ -79,13 +79,31 @@ class Preprocessor:
         activity_event_types: Sequence[str] | None = None,
     ) -> "Preprocessor":
         """Fit vocabularies and scalers on the training snapshots' inputs."""
+        return cls.fit_transform(
+            index, snapshots, users, max_len, max_event_types, activity_event_types
+        )[0]
+
+    @classmethod
+    def fit_transform(
+        cls,
+        index: EventIndex,
+        snapshots: pd.DataFrame,
+        users: pd.DataFrame | None = None,
+        max_len: int = 256,
+        max_event_types: int = 50,
+        activity_event_types: Sequence[str] | None = None,
+    ) -> tuple["Preprocessor", "SnapshotDataset"]:
+        """`fit` and then `transform` of the same snapshots, their inputs gathered once."""
         codes, cutoffs = _codes_and_cutoffs(index, snapshots)
-        ragged = last_events(index, codes=codes, cutoffs=cutoffs, max_len=max_len)
-        types, counts = np.unique(ragged.event_type.astype(str), return_counts=True)
+        ragged = last_events(index, codes=codes, cutoffs=cutoffs, max_len=max_len, keep_raw=False)
+        counts = np.bincount(ragged.type_code, minlength=len(ragged.type_names))
+        types = ragged.type_names.astype(str)
+        seen = counts > 0
+        types, counts = types[seen], counts[seen]
         top = types[np.lexsort((types, -counts))][:max_event_types]
         vocab = {str(t): i + 2 for i, t in enumerate(top)}
         raw = summary_features(index, codes=codes, cutoffs=cutoffs, count_types=list(vocab))
-        summary = np.log1p(np.clip(raw.to_numpy(), 0, None))
+        logs = [_log_summary(raw[c]) for c in raw.columns]
         static_columns = [c for c in (users.columns if users is not None else []) if c != "user_id"]
         static_vocab = {}
         if static_columns:
@@ -94,18 +112,21 @@ class Preprocessor:
                 c: {str(v): i + 1 for i, v in enumerate(sorted(seen[c].unique()))}
                 for c in static_columns
             }
-        return cls(
+        pre = cls(
             vocab=vocab,
             summary_names=list(raw.columns),
-            summary_mean=summary.mean(0).tolist(),
-            summary_std=_safe_std(summary).tolist(),
-            numeric_mean=ragged.numeric.mean(0).astype(float).tolist(),
-            numeric_std=_safe_std(ragged.numeric).tolist(),
+            summary_mean=[float(v.mean()) for v in logs],
+            summary_std=[_safe_std(v) for v in logs],
+            numeric_mean=[float(c.mean(dtype=np.float64)) for c in ragged.numeric.T],
+            numeric_std=[_safe_std(c) for c in ragged.numeric.T],
             static_columns=static_columns,
             static_vocab=static_vocab,
             max_len=max_len,
             activity_event_types=list(activity_event_types) if activity_event_types else None,
         )
+        del logs
+        # summary_table(list(vocab)) and summary_table(pre.count_types) are the same columns
+        return pre, pre._dataset(ragged, raw, snapshots, users, keep_raw=False)
 
     def transform(
         self,
@@ -125,13 +146,28 @@ class Preprocessor:
                 f"the model was trained with user attribute(s) {missing} that the data lacks"
             )
         codes, cutoffs = _codes_and_cutoffs(index, snapshots)
-        ragged = last_events(index, codes=codes, cutoffs=cutoffs, max_len=self.max_len)
-        ids = pd.Series(ragged.event_type).map(self.vocab).fillna(OOV_ID).to_numpy(np.int64)
-        numeric = (ragged.numeric - np.float32(self.numeric_mean)) / np.float32(self.numeric_std)
+        ragged = last_events(index, codes, cutoffs, self.max_len, keep_raw=keep_raw)
         raw = summary_features(index, codes=codes, cutoffs=cutoffs, count_types=self.count_types)
-        summary = (
-            np.log1p(np.clip(raw.to_numpy(), 0, None)) - self.summary_mean
-        ) / self.summary_std
+        return self._dataset(ragged, raw, snapshots, users, keep_raw)
+
+    def _dataset(
+        self,
+        ragged: RaggedEvents,
+        raw: pd.DataFrame,
+        snapshots: pd.DataFrame,
+        users: pd.DataFrame | None,
+        keep_raw: bool,
+    ) -> "SnapshotDataset":
+        cutoffs = snapshots["cutoff"].to_numpy(np.int64)
+        lookup = np.array([self.vocab.get(str(t), OOV_ID) for t in ragged.type_names], np.int64)
+        ids = lookup[ragged.type_code] if len(lookup) else np.zeros(0, np.int64)
+        numeric = ragged.numeric  # standardized in place: no second copy of the largest array
+        numeric -= np.float32(self.numeric_mean)
+        numeric /= np.float32(self.numeric_std)
+        # column by column, so only one float64 column is in flight beside the float32 result
+        summary = np.empty((len(raw), raw.shape[1]), dtype=np.float32)
+        for j, col in enumerate(raw.columns):
+            summary[:, j] = (_log_summary(raw[col]) - self.summary_mean[j]) / self.summary_std[j]
         static = np.zeros((len(snapshots), len(self.static_columns)), dtype=np.int64)
         if self.static_columns:
             attrs = snapshots[["user_id"]].merge(users, on="user_id", how="left")
@@ -149,7 +185,7 @@ class Preprocessor:
             event_type=torch.as_tensor(ids),
             numeric=torch.as_tensor(numeric, dtype=torch.float32),
             offsets=torch.as_tensor(ragged.offsets),
-            summary=torch.as_tensor(summary, dtype=torch.float32),
+            summary=torch.as_tensor(summary),
             static=torch.as_tensor(static),
             user_id=snapshots["user_id"].to_numpy(dtype=object),
             cutoff=torch.as_tensor(cutoffs),
@@ -173,9 +209,15 @@ def _codes_and_cutoffs(index: EventIndex, snapshots: pd.DataFrame) -> tuple[np.n
     return codes, snapshots["cutoff"].to_numpy(np.int64)
 
 
-def _safe_std(x: np.ndarray) -> np.ndarray:
-    std = np.asarray(x, dtype=np.float64).std(0)
-    return np.where(std > 1e-8, std, 1.0)
+def _log_summary(values: pd.Series) -> np.ndarray:
+    """The model's scale of a raw summary feature: log1p of it, negatives clipped to 0."""
+    return np.log1p(np.clip(values.to_numpy(np.float64), 0, None))
+
+
+def _safe_std(x: np.ndarray) -> np.ndarray | float:
+    """Standard deviation along axis 0 in float64, 1 where (nearly) constant."""
+    std = np.std(x, axis=0, dtype=np.float64)
+    return np.where(std > 1e-8, std, 1.0) if np.ndim(std) else float(std if std > 1e-8 else 1.0)
 
 
 @dataclass
@@ -315,6 +357,11 @@ class BucketBatchSampler(Sampler):
         return len(self._shard(self._batches()))
 
 
+def _as_is(batch: dict) -> dict:
+    # The dataset returns whole batches; the default collate would walk every user id.
+    return batch
+
+
 def make_loader(
     dataset: SnapshotDataset,
     batch_size: int,
@@ -332,6 +379,7 @@ def make_loader(
         dataset,
         sampler=sampler,
         batch_size=None,
+        collate_fn=_as_is,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         # Its own generator: creating an iterator must not draw from the global one that

@@ -7,10 +7,14 @@ or "within (t - w, t]" is a searchsorted on one (user, day) key, so it is vector
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import pandas as pd
 
 from seqchurn.data.feature_table import SEQUENCE_CHANNELS
+
+NS_PER_DAY = 86_400 * 10**9
 
 
 def window_sums(values: np.ndarray, begin: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -30,6 +34,17 @@ def window_sums(values: np.ndarray, begin: np.ndarray, end: np.ndarray) -> np.nd
     return out
 
 
+def _sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_inverse=True), by hashing first and sorting the distinct only."""
+    codes, distinct = pd.factorize(values)
+    if (codes < 0).any():
+        raise ValueError("EventIndex needs non-null user ids and event types")
+    order = np.argsort(np.asarray(distinct, dtype=object), kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return np.asarray(distinct, dtype=object)[order], rank[codes]
+
+
 class EventIndex:
     """The cleaned log (data/events.py) sorted by user and time, with per-user day lookups.
 
@@ -41,8 +56,18 @@ class EventIndex:
             None = every row.
     """
 
+    @property
+    def event_type(self) -> np.ndarray:
+        """(N,) object, each sorted row's event type."""
+        return self.type_names[self.type_code]
+
+    def type_id(self, event_type: str) -> int:
+        """The code of `event_type` in `type_names`, or -1 when the log has none of it."""
+        at = int(np.searchsorted(self.type_names, event_type))
+        return at if at < len(self.type_names) and self.type_names[at] == event_type else -1
+
     def __init__(self, events: pd.DataFrame, activity: np.ndarray | None = None):
-        users, code = np.unique(events["user_id"].to_numpy(dtype=object), return_inverse=True)
+        users, code = _sorted_codes(events["user_id"].to_numpy(dtype=object))
         day = events["day"].to_numpy(np.int64)
         # Frames built by hand (retention outcomes, tests) may carry days only.
         ts = (
@@ -55,7 +80,9 @@ class EventIndex:
         self.code = code[order]
         self.ts = ts[order]
         self.day = day[order]
-        self.event_type = events["event_type"].to_numpy(dtype=object)[order]
+        # Types as codes into a small table: gathering and counting ints beats object strings.
+        self.type_names, type_code = _sorted_codes(events["event_type"].to_numpy(dtype=object))
+        self.type_code = type_code.astype(np.int32)[order]
         # The numeric event columns the sequence channels carry, and amount for the spend.
         names = dict.fromkeys(["amount", *(f.column for f in SEQUENCE_CHANNELS if f.column)])
         zeros = np.zeros(len(events))
@@ -78,17 +105,32 @@ class EventIndex:
         bounds = np.append(first, len(act_key))
         self.act_spend = window_sums(self.amount[self.activity], bounds[:-1], bounds[1:])
 
+    @cached_property
+    def _user_lookup(self) -> pd.Index:
+        # A hash lookup: a searchsorted over object ids compares strings in Python.
+        return pd.Index(self.users)
+
+    @cached_property
+    def gap_prev_days(self) -> np.ndarray:
+        """(N,) days since the user's previous event (0 on the first): a sequence channel."""
+        gap = np.zeros(len(self.ts))
+        later = np.ones(len(self.ts), dtype=bool)
+        later[self.start[self.start < len(later)]] = False  # each user's first row
+        gap[later] = (self.ts[later] - self.ts[np.flatnonzero(later) - 1]) / NS_PER_DAY
+        return gap
+
     def user_codes(self, user_ids: np.ndarray) -> np.ndarray:
         """Codes of the given users (each must be in the log)."""
-        return np.searchsorted(self.users, user_ids)
+        codes, known = self.find_users(user_ids)
+        if not known.all():
+            raise ValueError("user_codes got users that are not in the event log")
+        return codes
 
     def find_users(self, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(codes, known): codes of the given users, and which of them are in the log at all."""
-        user_ids = np.asarray(user_ids, dtype=object)
-        if len(self.users) == 0:
-            return np.zeros(len(user_ids), np.int64), np.zeros(len(user_ids), bool)
-        codes = np.minimum(self.user_codes(user_ids), len(self.users) - 1)
-        return codes, self.users[codes] == user_ids
+        codes = self._user_lookup.get_indexer(np.asarray(user_ids, dtype=object))
+        known = codes >= 0
+        return np.where(known, codes, 0).astype(np.int64), known
 
     def end_index(self, codes: np.ndarray, day: np.ndarray) -> np.ndarray:
         """(Q,) one past each user's last event on or before `day`: events[start[code]:end]."""

@@ -43,7 +43,9 @@ def parse_timestamps(
     """
     if pd.api.types.is_datetime64_any_dtype(raw):
         ts = raw.dt.tz_convert("UTC").dt.tz_localize(None) if raw.dt.tz is not None else raw
-        return _checked_years(ts.astype("datetime64[ns]"), raw.astype("string"), valid, line_of)
+        # Formatting a column as text costs more than reading it: only a message needs it.
+        as_text = lambda: raw.astype("string")  # noqa: E731
+        return _checked_years(ts.astype("datetime64[ns]"), as_text, valid, line_of)
     text = raw.astype("string").str.strip()
     rows = text[valid]
     if timestamp_format:
@@ -149,7 +151,10 @@ def _refuse_years(years: np.ndarray, rows: np.ndarray, text: pd.Series, line_of:
         )
 
 
-def _examples(text: pd.Series, rows: np.ndarray, line_of: Callable, n: int = _SHOW) -> str:
+def _examples(
+    text: pd.Series | Callable[[], pd.Series], rows: np.ndarray, line_of: Callable, n: int = _SHOW
+) -> str:
+    text = text() if callable(text) else text
     where = np.flatnonzero(rows)[:n]
     lines = line_of(where)
     return ", ".join(f"line {int(ln)}: {text.iloc[r]!r}" for r, ln in zip(where, lines))
