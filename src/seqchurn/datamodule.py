@@ -174,13 +174,13 @@ class ChurnDataModule(pl.LightningDataModule):
         self.events = events
 
     def _fit_segments(self, index: EventIndex, snapshots: pd.DataFrame) -> SegmentModel:
-        """RFM edges and K-means on the training snapshots' raw recency, frequency, spend."""
+        """RFM edges and K-means on the training snapshots' raw recency, frequency, spend.
+
+        The snapshots come in (user, cutoff) order, so the fit does not depend on file order.
+        """
         codes, _ = index.find_users(snapshots["user_id"].to_numpy(dtype=object))
         cutoffs = snapshots["cutoff"].to_numpy(np.int64)
         rfm = summary_features(index, codes=codes, cutoffs=cutoffs, count_types=())
-        rfm.insert(
-            0, "user_id", snapshots["user_id"].astype(str) + "@" + snapshots["cutoff"].astype(str)
-        )
         settings = dict(self.hparams.segments or {})
         unknown = sorted(set(settings) - SEGMENT_SETTINGS)
         if unknown:

@@ -273,7 +273,7 @@ def parse_shard(shard: str | None) -> tuple[int, int] | None:
 
 def shard_mask(user_ids: np.ndarray, i: int, n: int) -> np.ndarray:
     """Rows whose user is in shard i of n: a stable hash of the id text, the same on any machine."""
-    hashes = pd.util.hash_array(np.asarray(user_ids, dtype=object).astype(str).astype(object))
+    hashes = pd.util.hash_array(np.asarray(user_ids, dtype=object))  # ids are text
     return hashes % np.uint64(n) == np.uint64(i)
 
 

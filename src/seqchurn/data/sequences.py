@@ -69,19 +69,10 @@ class Preprocessor:
         }
 
     @classmethod
-    def fit(
-        cls,
-        index: EventIndex,
-        snapshots: pd.DataFrame,
-        users: pd.DataFrame | None = None,
-        max_len: int = 256,
-        max_event_types: int = 50,
-        activity_event_types: Sequence[str] | None = None,
-    ) -> "Preprocessor":
-        """Fit vocabularies and scalers on the training snapshots' inputs."""
-        return cls.fit_transform(
-            index, snapshots, users, max_len, max_event_types, activity_event_types
-        )[0]
+    def fit(cls, *args, **kwargs) -> "Preprocessor":
+        """Fit vocabularies and scalers on the training snapshots' inputs (`fit_transform`'s
+        arguments), without keeping their tensors."""
+        return cls.fit_transform(*args, **kwargs)[0]
 
     @classmethod
     def fit_transform(

@@ -115,7 +115,7 @@ class EventIndex:
         """(N,) days since the user's previous event (0 on the first): a sequence channel."""
         gap = np.zeros(len(self.ts))
         later = np.ones(len(self.ts), dtype=bool)
-        later[self.start[self.start < len(later)]] = False  # each user's first row
+        later[self.start] = False  # each user's first row
         gap[later] = (self.ts[later] - self.ts[np.flatnonzero(later) - 1]) / NS_PER_DAY
         return gap
 
