@@ -34,7 +34,10 @@ def check_choices(argv: list[str], conf: Path = CONF) -> None:
     for arg in argv:
         key, eq, value = arg.lstrip("+").partition("=")
         group = conf / key
-        if not eq or arg.startswith("~") or "." in key or not group.is_dir():
+        # hydra/* groups also hold the plugins' options (hydra/launcher=submitit_slurm), which
+        # are not files here; Hydra itself lists the choices when one is unknown.
+        plugin_group = key.startswith("hydra/")
+        if not eq or arg.startswith("~") or "." in key or plugin_group or not group.is_dir():
             continue
         choices = sorted(p.stem for p in group.glob("*.yaml"))
         for name in value.split(","):

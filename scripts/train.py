@@ -25,8 +25,10 @@ def _print_summary(metrics: dict, ckpt: str) -> None:
 @exit_on_bad_input(lambda cfg: cfg.paths.output_dir)
 def main(cfg: DictConfig) -> float | None:
     metrics, objects = train(cfg)
-    _print_summary(metrics, objects["best_ckpt"])
-    value = metrics.get(cfg.get("optimized_metric") or "")
+    if objects["trainer"].is_global_zero:  # under DDP every rank returns the same metrics
+        _print_summary(metrics, objects["best_ckpt"])
+    optimized = cfg.get("optimized_metric") or ""
+    value = metrics.get(f"{optimized}_best", metrics.get(optimized))
     return None if value is None or np.isnan(value) else value
 
 

@@ -15,6 +15,7 @@ from seqchurn.retention.segments import (
     SEGMENT_INPUTS,
     SEGMENT_NAMES,
     SegmentModel,
+    SegmentSettings,
     fit_segments,
     kmeans_clusters,
     rfm_segment,
@@ -55,7 +56,7 @@ def test_fitted_edges_reproduce_population_quintiles_with_ties():
             "monetary_mean": np.round(rng.lognormal(3, 1, 997), 0),
         }
     )
-    both = _scores(fit_segments(frame, k_max=3), frame)
+    both = _scores(fit_segments(frame, SegmentSettings(k_max=3)), frame)
     assert (both["fitted"] == both["population"]).all()
     np.testing.assert_array_equal(
         quintile_score(np.array([1, 1, 1, 1, 1, 1, 2, 2, 3, 7.0])), [1] * 6 + [4, 4, 5, 5]
@@ -115,7 +116,7 @@ def _population(n=600, seed=0) -> pd.DataFrame:
 
 def test_segments_and_clusters_find_the_kinds_and_ignore_row_order():
     pop = _population()
-    model = fit_segments(pop[list(SEGMENT_INPUTS)], k_max=6)
+    model = fit_segments(pop[list(SEGMENT_INPUTS)], SegmentSettings(k_max=6))
     seg = model.assign(pop)
     assert len(seg) == len(pop) and list(seg.columns) == ["segment", "cluster"]
     # K-means picks k = 3 and its clusters are the three kinds; cluster 0 is the most recent
@@ -126,12 +127,12 @@ def test_segments_and_clusters_find_the_kinds_and_ignore_row_order():
     assert set(seg.loc[pop["kind"] == 1, "segment"]) <= {"Lost", "Hibernating"}
 
     shuffled = pop.sample(frac=1.0, random_state=3)
-    refit = fit_segments(shuffled[list(SEGMENT_INPUTS)], k_max=6)
+    refit = fit_segments(shuffled[list(SEGMENT_INPUTS)], SegmentSettings(k_max=6))
     assert refit == model  # the same users in another order: the same fit
 
 
 def test_a_user_gets_the_same_segment_alone_in_a_chunk_or_in_the_population():
-    model = fit_segments(_population(seed=1), k_max=6)
+    model = fit_segments(_population(seed=1), SegmentSettings(k_max=6))
     restored = SegmentModel.from_state_dict(json.loads(json.dumps(model.state_dict())))
     pop = _population(n=3000, seed=2)  # new users, scored by the fitted model
     whole = restored.assign(pop)
@@ -146,11 +147,11 @@ def test_a_user_gets_the_same_segment_alone_in_a_chunk_or_in_the_population():
 
 def test_k_is_chosen_on_a_capped_sample():
     x = np.random.default_rng(1).normal(size=(500, 3))
-    labels, centroids, info = kmeans_clusters(x, k_min=2, k_max=4, silhouette_sample=100, seed=0)
+    labels, centroids, info = kmeans_clusters(x, SegmentSettings(k_max=4, silhouette_sample=100))
     assert info["sample"] == 100 and set(info["silhouette"]) == {2, 3, 4}
     assert info["k"] == max(info["silhouette"], key=info["silhouette"].get) == labels.max() + 1
     assert centroids.shape == (info["k"], 3) and (np.diff(centroids[:, 0]) >= 0).all()
-    same, _, _ = kmeans_clusters(x, k_min=2, k_max=4, silhouette_sample=100, seed=0)
+    same, _, _ = kmeans_clusters(x, SegmentSettings(k_max=4, silhouette_sample=100))
     np.testing.assert_array_equal(labels, same)
     few, _, info = kmeans_clusters(np.zeros((5, 3)))  # one distinct point: one cluster
     assert info["k"] == 1 and (few == 0).all()

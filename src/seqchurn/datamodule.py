@@ -20,7 +20,7 @@ from seqchurn.data.labels import (
     to_date,
 )
 from seqchurn.data.sequences import Preprocessor, SnapshotDataset, make_loader
-from seqchurn.retention.segments import SEGMENT_SETTINGS, SegmentModel, fit_segments
+from seqchurn.retention.segments import SegmentModel, SegmentSettings, fit_segments
 from seqchurn.simulate import SimulatedLog
 from seqchurn.errors import DataError, check_fraction, check_settings
 from seqchurn.module import PREPROCESSING_KEY
@@ -181,13 +181,8 @@ class ChurnDataModule(pl.LightningDataModule):
         codes, _ = index.find_users(snapshots["user_id"].to_numpy(dtype=object))
         cutoffs = snapshots["cutoff"].to_numpy(np.int64)
         rfm = summary_features(index, codes=codes, cutoffs=cutoffs, count_types=())
-        settings = dict(self.hparams.segments or {})
-        unknown = sorted(set(settings) - SEGMENT_SETTINGS)
-        if unknown:
-            raise DataError(
-                f"unknown data.segments setting(s) {unknown}; known: {sorted(SEGMENT_SETTINGS)}"
-            )
-        return fit_segments(rfm, seed=self.hparams.seed, **settings)
+        settings = SegmentSettings.from_config(self.hparams.segments, seed=self.hparams.seed)
+        return fit_segments(rfm, settings)
 
     @property
     def sizes(self) -> dict:

@@ -309,11 +309,10 @@ def write_predictions(frames: Iterator[pd.DataFrame], output: str | Path) -> int
     return rows
 
 
-def predict_log(
+def scored_chunks(
     *,
     ckpt_path: str | Path,
     data: Mapping,
-    output: str | Path,
     cutoff: str | int | None = None,
     batch_size: int = 4096,
     chunk_rows: int = 150_000,
@@ -323,15 +322,15 @@ def predict_log(
     accelerator: str | None = "auto",
     progress: bool = True,
     shard: str | None = None,
-) -> dict:
-    """Checkpoint + raw event log -> the prediction file of DESIGN section 6, written atomically.
+) -> tuple[Iterator[pd.DataFrame], int]:
+    """Checkpoint + raw event log -> the prediction frames of DESIGN section 6, chunk by chunk.
 
     `data` is a conf/data/*.yaml node as a mapping; of it only `source`, `path`, `columns`,
     `users_path` and `on_bad_rows` are read, everything else comes from the checkpoint.
     `cutoff` is a date (or a day number); None scores at the checkpoint's test cutoff.
     `shard` "i/n" scores only the users of shard i of n (`shard_mask`), so a scheduler can
     split one log over n processes or machines and concatenate their files.
-    Returns a small summary: rows written, the output path and the cutoff.
+    Returns the (lazy) frames and the cutoff as a day number.
     """
     part = parse_shard(shard)
     check_settings(
@@ -339,11 +338,10 @@ def predict_log(
         positive_int=True,
         prefix="scoring.",
     )
-    check_outputs([output], [data.get("path"), data.get("users_path"), ckpt_path])
     device = resolve_device(accelerator)
     model = load_model(ckpt_path, device)
     state = model.preprocessing
-    cutoff = to_day(state["test_cutoff"]) if cutoff is None else config_day(cutoff, "cutoff")
+    cutoff = scoring_cutoff(state, cutoff)
     explain = None if explain in (None, "none") else explain
     scorer = Scorer(model, device, batch_size, explainer(explain, explain_steps))
     users_path = data.get("users_path")
@@ -362,5 +360,20 @@ def predict_log(
         progress=progress,
         shard=part,
     )
+    return chunks, cutoff
+
+
+def scoring_cutoff(state: Mapping, cutoff: str | int | None) -> int:
+    """The day to score at: `cutoff` as given, or the checkpoint's test cutoff when None."""
+    return to_day(state["test_cutoff"]) if cutoff is None else config_day(cutoff, "cutoff")
+
+
+def predict_log(*, ckpt_path: str | Path, data: Mapping, output: str | Path, **scoring) -> dict:
+    """`scored_chunks` (same keyword arguments) written to `output` atomically, in one pass.
+
+    Returns a small summary: rows written, the output path and the cutoff.
+    """
+    check_outputs([output], [data.get("path"), data.get("users_path"), ckpt_path])
+    chunks, cutoff = scored_chunks(ckpt_path=ckpt_path, data=data, **scoring)
     rows = write_predictions(chunks, output)
     return {"rows": rows, "output": str(output), "cutoff": to_date(cutoff)}

@@ -77,6 +77,8 @@ class ChurnModule(pl.LightningModule):
             on_epoch=True,
             prog_bar=True,
             batch_size=size,
+            # Under DDP each rank sees its own rows; the epoch's validation loss is their mean.
+            sync_dist=stage != "train",
         )
         self.log_dict(
             metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=size

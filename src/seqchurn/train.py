@@ -79,6 +79,10 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
             done.write_text("fit completed\n")
         metrics["time/fit_s"] = time.perf_counter() - started
     metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    checkpoint = trainer.checkpoint_callback
+    if getattr(checkpoint, "best_model_score", None) is not None and checkpoint.monitor:
+        # A sweep optimizes the epoch it keeps, not the last one it ran.
+        metrics[f"{checkpoint.monitor}_best"] = float(checkpoint.best_model_score)
     best = _best_checkpoint(trainer) or ckpt_path
     for cb in callbacks:
         if isinstance(cb, RiskTiers):

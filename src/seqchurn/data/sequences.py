@@ -286,7 +286,7 @@ class BucketBatchSampler(Sampler):
     batches and shuffles their order. Without shuffling, batches follow length order.
     With `balance_labels` (training only) each epoch draws as many rows with replacement,
     each class equally likely, instead of a permutation. Under DDP each rank takes every
-    world_size-th batch.
+    world_size-th row before batching (training rows padded so every rank steps as often).
     """
 
     def __init__(
@@ -317,15 +317,22 @@ class BucketBatchSampler(Sampler):
         self.epoch = epoch
 
     def _batches(self) -> list[np.ndarray]:
+        rank, world = _rank_and_world()
         n = len(self.lengths)
         if not self.shuffle:
-            order = np.argsort(self.lengths, kind="stable")
-            return [order[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
+            # Every rank takes every world-th row of the length order: still bucketed, no row
+            # scored twice, and no rank left empty while there are at least `world` rows.
+            order = np.argsort(self.lengths, kind="stable")[rank::world]
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         rng = np.random.default_rng([self.seed, self.epoch])
         perm = rng.permutation(n) if self.weights is None else rng.choice(n, size=n, p=self.weights)
+        if world > 1:
+            # DDP steps in lockstep: every rank needs as many batches, so as many rows (the
+            # first rows of the permutation are drawn twice to fill the last round).
+            perm = np.concatenate([perm, perm[: (-n) % world]])[rank::world]
         pool = self.batch_size * self.pool
         batches = []
-        for i in range(0, n, pool):
+        for i in range(0, len(perm), pool):
             chunk = perm[i : i + pool]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
             batches += [
@@ -333,19 +340,19 @@ class BucketBatchSampler(Sampler):
             ]
         return [batches[i] for i in rng.permutation(len(batches))]
 
-    def _shard(self, batches: list) -> list:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-            return batches[rank::world]
-        return batches
-
     def __iter__(self) -> Iterator[np.ndarray]:
         # A generator: the epoch's order is drawn at the first batch, after set_epoch, even
         # when Lightning creates the iterator early (as it does when resuming).
-        yield from self._shard(self._batches())
+        yield from self._batches()
 
     def __len__(self) -> int:
-        return len(self._shard(self._batches()))
+        return len(self._batches())
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def _as_is(batch: dict) -> dict:

@@ -46,6 +46,7 @@ class TransformerEncoder(nn.Module):
         num_layers: int = 2,
         dim_feedforward: int = 128,
         dropout: float = 0.1,
+        attention_dropout: float = 0.0,
         pooling: str = "mean",
         use_summary: bool = True,
         static_dim: int = 4,
@@ -68,6 +69,10 @@ class TransformerEncoder(nn.Module):
         layer = nn.TransformerEncoderLayer(
             d_model, nhead, dim_feedforward, dropout, batch_first=True, norm_first=True
         )
+        # Dropout on the attention weights sends scaled_dot_product_attention to its unfused
+        # "math" kernel (about 30x slower on CPU at length 256, benchmarks/train.py); the
+        # residual and feed-forward dropouts still regularize.
+        layer.self_attn.dropout = attention_dropout
         # pre-norm needs a final norm; nested tensors are not supported with norm_first
         self.encoder = nn.TransformerEncoder(
             layer, num_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False

@@ -15,8 +15,8 @@ scoring one user gives the same segment.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,43 @@ from seqchurn.errors import DataError
 # The raw summary columns a segment is computed from (plus the user id, for a stable fit order).
 SEGMENT_INPUTS = ("user_id", "recency_days", "frequency_days", "monetary_mean")
 
-SEGMENT_SETTINGS = frozenset({"k_min", "k_max", "silhouette_sample", "fit_sample"})
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """How segments are fitted: `data.segments` of conf/data/common.yaml, plus the run's seed.
+
+    k is chosen among k_min..k_max by the silhouette on `silhouette_sample` rows; K-means runs
+    on at most `fit_sample` rows with `n_init` starts.
+    """
+
+    k_min: int = 2
+    k_max: int = 8
+    silhouette_sample: int = 20_000
+    fit_sample: int = 200_000
+    n_init: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.k_min <= self.k_max:
+            raise DataError(
+                f"segments need 2 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}"
+            )
+        if self.silhouette_sample < 3:
+            raise DataError(
+                f"segments.silhouette_sample must be at least 3, got {self.silhouette_sample}"
+            )
+        if self.fit_sample < 1:
+            raise DataError(f"segments.fit_sample must be positive, got {self.fit_sample}")
+
+    @classmethod
+    def from_config(cls, values: Mapping | None, seed: int) -> "SegmentSettings":
+        """The settings of a config node; an unknown key is a DataError naming the known ones."""
+        known = {f.name for f in fields(cls)} - {"seed"}
+        unknown = sorted(set(values or {}) - known)
+        if unknown:
+            raise DataError(f"unknown data.segments setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(values or {}), seed=seed)
+
 
 SEGMENT_NAMES = (
     "Champions",
@@ -110,12 +146,7 @@ def silhouette_scores(
 
 
 def kmeans_clusters(
-    x: np.ndarray,
-    k_min: int = 2,
-    k_max: int = 8,
-    silhouette_sample: int = 20_000,
-    seed: int = 0,
-    n_init: int = 4,
+    x: np.ndarray, settings: SegmentSettings = SegmentSettings()
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """K-means of the rows of `x` (N, D), k chosen by silhouette on a seeded sample.
 
@@ -125,11 +156,8 @@ def kmeans_clusters(
     Returns:
         labels (N,) int64, centroids (k, D), and info: {"k", "silhouette": {k: score}, "sample": n}.
     """
-    if not 2 <= k_min <= k_max:
-        raise DataError(f"segments need 2 <= k_min <= k_max, got k_min={k_min}, k_max={k_max}")
-    if silhouette_sample < 3:
-        raise DataError(f"segments.silhouette_sample must be at least 3, got {silhouette_sample}")
-    sample = x[_sample_rows(len(x), silhouette_sample, seed)]
+    k_min, k_max, seed, n_init = settings.k_min, settings.k_max, settings.seed, settings.n_init
+    sample = x[_sample_rows(len(x), settings.silhouette_sample, seed)]
     distinct = len(np.unique(sample, axis=0)) if len(sample) else 0
     ks = [k for k in range(k_min, k_max + 1) if k <= min(distinct, len(sample) - 1)]
     info: dict = {"k": 1, "silhouette": {}, "sample": len(sample)}
@@ -216,12 +244,7 @@ class SegmentModel:
 
 
 def fit_segments(
-    frame: pd.DataFrame,
-    k_min: int = 2,
-    k_max: int = 8,
-    silhouette_sample: int = 20_000,
-    fit_sample: int = 200_000,
-    seed: int = 0,
+    frame: pd.DataFrame, settings: SegmentSettings = SegmentSettings()
 ) -> SegmentModel:
     """Fit the quintile edges and K-means on `frame` (training users' `SEGMENT_INPUTS` columns).
 
@@ -231,18 +254,14 @@ def fit_segments(
     """
     if not len(frame):
         raise DataError("segments need at least one training user")
-    if fit_sample < 1:
-        raise DataError(f"segments.fit_sample must be positive, got {fit_sample}")
     if "user_id" in frame.columns:  # the same users in any row order give the same fit
         frame = frame.iloc[np.argsort(frame["user_id"].astype(str).to_numpy(), kind="stable")]
     rec, freq, money = _rfm_arrays(frame)
     logs = _log_rfm(rec, freq, money)
     mean, std = logs.mean(axis=0), logs.std(axis=0)
     std = np.where(std > 0, std, 1.0)
-    rows = _sample_rows(len(frame), fit_sample, seed)
-    _, centroids, info = kmeans_clusters(
-        (logs[rows] - mean) / std, k_min, k_max, silhouette_sample, seed
-    )
+    rows = _sample_rows(len(frame), settings.fit_sample, settings.seed)
+    _, centroids, info = kmeans_clusters((logs[rows] - mean) / std, settings)
     info["silhouette"] = {int(k): float(v) for k, v in info["silhouette"].items()}
     return SegmentModel(
         edges=[_quintile_edges(key) for key in (-rec, freq, money)],
