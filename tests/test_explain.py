@@ -286,7 +286,7 @@ def test_inference_mode_batch_preprocessor_from_the_model_unseen_types_and_unuse
         batch[EVENT_TYPE] = torch.where(
             batch[EVENT_TYPE] == prep.vocab["view"], OOV_ID, batch[EVENT_TYPE]
         )
-    res = explain_batch(model, batch, method="ig", n_steps=8, internal_batch_size=64)
+    res = explain_batch(model, batch, method="ig", n_steps=8, events_per_pass=64)
     assert np.all(res.channel_attr[prep.summary_names].to_numpy() == 0)
     assert res.channel_attr["seq_type:<unseen>"].abs().sum() > 0 and np.all(
         res.channel_attr["seq_type:view"] == 0
@@ -319,3 +319,17 @@ def test_bad_method_is_refused(data):
         explain_batch(build(prep, "lstm"), ds[[0]], prep, method="coef")
     with pytest.raises(ValueError, match="method must be one of"):
         explain_batch(build(prep, "lstm"), ds[[0]], prep, method="shap")
+
+
+def test_ig_steps_batched_per_pass_give_the_one_step_per_pass_attributions(data):
+    prep, ds = data
+    model = build(prep, "lstm")
+    batch = ds[np.arange(30)]
+    runs = [
+        explain_batch(model, batch, prep, method="ig", n_steps=8, events_per_pass=size)
+        for size in (1, 30 * int(batch[MASK].shape[1]) * 3, None)  # 1, 3 and all 8 steps a pass
+    ]
+    for other in runs[1:]:
+        np.testing.assert_allclose(
+            other.channel_attr.to_numpy(), runs[0].channel_attr.to_numpy(), atol=1e-5
+        )

@@ -68,7 +68,7 @@ def explain_batch(
     method: str = "ig",
     n_steps: int = 32,
     top_k: int = 3,
-    internal_batch_size: int | None = 4096,
+    events_per_pass: int | None = 1 << 21,
     currency: str = "$",
     raw: RawInputs | None = None,
 ) -> ExplainResult:
@@ -82,8 +82,9 @@ def explain_batch(
             a model with linear inputs (the logistic encoder) always uses "coef" (exact, cheapest).
         n_steps: integration steps of "ig" (Gauss-Legendre); 32 keeps completeness within ~1%.
         top_k: sentences per user.
-        internal_batch_size: rows per forward pass of "ig" (users x steps, at least one step of
-            every user), bounding memory; None = all B x n_steps rows at once.
+        events_per_pass: padded events (users x steps x length) per forward pass of "ig": as
+            many integration steps per pass as fit, at least one step of every user; None =
+            all B x n_steps rows at once.
         currency: prefix of money amounts.
         raw: the batch's raw inputs (`SnapshotDataset.raw(rows)`), which the sentences quote;
             without them `reasons` is None.
@@ -113,7 +114,7 @@ def explain_batch(
                     x,
                     method=method,
                     n_steps=n_steps,
-                    internal_batch_size=internal_batch_size,
+                    internal_batch_size=_rows_per_pass(x, n_steps, events_per_pass),
                 )
     finally:
         model.train(was_training)
@@ -182,6 +183,15 @@ def _steps_back(mask: np.ndarray) -> np.ndarray:
 
 
 CHOICES = ("ig", "grad_x_input")  # what scoring.explain may name; "coef" follows from the model
+
+
+def _rows_per_pass(x: dict, n_steps: int, events_per_pass: int | None) -> int | None:
+    """Rows of users x steps per pass: whole steps, within `events_per_pass` padded events."""
+    if events_per_pass is None:
+        return None
+    users, length = x[MASK].shape
+    steps = min(n_steps, max(1, events_per_pass // max(users * length, 1)))
+    return users * steps
 
 
 def explainer(method: str | None, n_steps: int = 32) -> Callable | None:

@@ -156,9 +156,7 @@ def gradient_attr(
                 baselines,
                 additional_forward_args=extra,
                 n_steps=n_steps,
-                internal_batch_size=None
-                if internal_batch_size is None
-                else max(internal_batch_size, len(mask)),
+                internal_batch_size=internal_batch_size,
             )
         else:
             leaves = [v.detach().requires_grad_(True) for v in inputs]
