@@ -299,3 +299,23 @@ def test_the_benchmark_imports_no_script_and_leaves_sys_path_alone():
         text = f.read_text()
         assert "sys.path" not in text, f.name
         assert "from scripts" not in text and "import scripts" not in text, f.name
+
+
+def test_train_benchmark_pads_without_changing_predictions_and_the_attention_is_fused(
+    monkeypatch,
+):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    tb = importlib.import_module("train")
+    ds = tb.synthetic_dataset(tb.clickstream_lengths(48).clip(max=32).astype("int64"))
+    for name in tb.MODELS:
+        model = tb.build(name, "cpu")
+        assert tb.max_gap(model, ds, 32, "cpu") < 1e-5, name
+        runs = {
+            mode: tb.epoch(model, ds, mode, 32, batch_size=16, budget_s=600, device="cpu")
+            for mode in ("bucketed", "pad-to-max")
+        }
+        assert all(r["share_timed"] == 1.0 and r["rows_per_s"] > 0 for r in runs.values())
+        assert runs["bucketed"]["padding_share"] < runs["pad-to-max"]["padding_share"]
+    # attention dropout would send the Transformer to the unfused "math" kernel
+    kernel = tb.attention_kernel(tb.build("transformer", "cpu"), ds, "cpu")
+    assert "scaled_dot_product" in kernel and "math" not in kernel, kernel

@@ -253,3 +253,16 @@ def test_four_shards_concatenated_are_the_whole_file(trained, tmp_path):
         with pytest.raises(DataError, match="scoring.shard"):
             _predict(ckpt, log, tmp_path / "bad.parquet", explain=None, shard=bad)
     assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_bf16_autocast_stays_close_to_fp32_and_a_bad_precision_is_refused(trained, tmp_path):
+    _, ckpt, log, _ = trained
+    _predict(ckpt, log, tmp_path / "fp32.parquet", explain=None)
+    _predict(ckpt, log, tmp_path / "bf16.parquet", explain=None, precision="bf16-mixed")
+    fp32, bf16 = (pd.read_parquet(tmp_path / f"{p}.parquet") for p in ("fp32", "bf16"))
+    assert list(fp32["user_id"]) == list(bf16["user_id"])
+    gap = (fp32["p_churn"] - bf16["p_churn"]).abs()
+    assert gap.max() < 0.02 and gap.max() > 0  # bf16 did run, and within its precision
+    with pytest.raises(DataError, match="scoring.precision"):
+        _predict(ckpt, log, tmp_path / "bad.parquet", explain=None, precision="16")
+    assert not (tmp_path / "bad.parquet").exists()

@@ -7,6 +7,7 @@ log through both in chunks of users and writes the output file atomically.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from seqchurn.data.timestamps import config_day
 log = logging.getLogger(__name__)
 
 SURVIVAL_DAYS = (30, 90, 180, 365)
+PRECISIONS = ("32-true", "bf16-mixed")
 RFM_COLUMNS = ("recency_days", "frequency_days", "monetary_mean")
 
 
@@ -125,6 +127,7 @@ class Scorer:
     device: torch.device = torch.device("cpu")
     batch_size: int = 4096
     explain: Callable | None = None
+    precision: str = "32-true"  # or "bf16-mixed": the forward pass under bf16 autocast
     preprocessor: Preprocessor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -135,11 +138,27 @@ class Scorer:
         self.tiers = state.get("tiers")  # fitted on validation predictions (callbacks.py)
         segments = state.get("segments")  # absent from checkpoints written before segments
         self.segments = SegmentModel.from_state_dict(segments) if segments else None
+        if self.precision not in PRECISIONS:
+            raise DataError(
+                f"scoring.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         self.model.to(self.device).eval()
         if len(self.edges) == 1:
             warnings.warn(
                 "the model has no time-to-churn bins: only p_churn is predicted", stacklevel=2
             )
+
+    def _to_device(self, value):
+        if not torch.is_tensor(value) or value.device == self.device:
+            return value
+        if self.device.type == "cuda":  # page-locked memory lets the copy overlap compute
+            return value.pin_memory().to(self.device, non_blocking=True)
+        return value.to(self.device)
+
+    def _autocast(self):
+        if self.precision == "bf16-mixed":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def score(
         self, events: pd.DataFrame, cutoff: int, users: pd.DataFrame | None = None
@@ -169,9 +188,9 @@ class Scorer:
         reasons = np.empty(len(snaps), dtype=object)
         method = None
         for batch in make_loader(dataset, self.batch_size):
-            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = {k: self._to_device(v) for k, v in batch.items()}
             rows = batch[INDEX].cpu()
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 logits[rows] = self.model(batch).float().cpu()
             if self.explain is not None:
                 raw = dataset.raw(rows)
@@ -320,6 +339,7 @@ def scored_chunks(
     explain: str | None = "grad_x_input",
     explain_steps: int = 32,
     accelerator: str | None = "auto",
+    precision: str = "32-true",
     progress: bool = True,
     shard: str | None = None,
 ) -> tuple[Iterator[pd.DataFrame], int]:
@@ -343,7 +363,7 @@ def scored_chunks(
     state = model.preprocessing
     cutoff = scoring_cutoff(state, cutoff)
     explain = None if explain in (None, "none") else explain
-    scorer = Scorer(model, device, batch_size, explainer(explain, explain_steps))
+    scorer = Scorer(model, device, batch_size, explainer(explain, explain_steps), precision)
     users_path = data.get("users_path")
     chunks = iter_scored_chunks(
         scorer,
