@@ -27,6 +27,7 @@ _TABLE_METRICS = (
     ("brier", "Brier"),
     ("log_loss", "log loss"),
     ("ece", "ECE"),
+    ("calib_large", "mean p − rate"),
     ("lift10", "lift@10%"),
     ("cindex", "C-index"),
     ("oracle_ratio", "oracle ratio"),
@@ -189,7 +190,8 @@ def _bootstrap_tables(boot: pd.DataFrame, results: pd.DataFrame) -> list[str]:
 
 def _ablation_table(ablation: pd.DataFrame) -> str:
     ref = ablation.loc[ablation["ablation"] == "default", "auroc"]
-    cols = [c for c in ("auroc", "ap_returners", "brier", "ece", "cindex") if c in ablation]
+    names = ("auroc", "ap_returners", "brier", "ece", "calib_large", "cindex")
+    cols = [c for c in names if c in ablation]
     rows = [
         [r["ablation"]]
         + [_num(r[c]) for c in cols]

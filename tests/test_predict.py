@@ -42,6 +42,7 @@ def trained(tmp_path_factory):
             "data.synthetic.n_users=400",
             "trainer.max_epochs=1",
             "logger=csv",
+            "callbacks.recalibration.min_rows=20",  # fitted on this small validation set too
         ],
         out,
     )
@@ -70,6 +71,7 @@ def test_predictions_equal_the_trained_module_and_have_every_column(trained, tmp
 
     # the test users' p_churn as the trained module scored them in trainer.test
     best = load_model(ckpt)
+    assert best.calibration["rows"] >= 20  # train's test metrics and predict both apply it
     test = dm.snapshots["test"]
     scorer = Scorer(best)
     direct = scorer.score(

@@ -18,7 +18,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
 
-from seqchurn.data.sequences import CUTOFF, INDEX, OBSERVED, TAU, Y
+from seqchurn.calibration import fit_calibration
+from seqchurn.data.sequences import CUTOFF, INDEX, OBSERVED, TAU, TAU_BIN, Y
 from seqchurn.io import atomic_write
 from seqchurn.models.heads import p_churn, survival_at_edges, tau_restricted_mean
 from seqchurn.module import TIERS_KEY
@@ -59,8 +60,56 @@ class _ValidationRows(pl.Callback):
         return gather_rows(self._parts)
 
 
+class Recalibration(_ValidationRows):
+    """Fits the recalibration of the hazard logits (calibration.py) at each validation end.
+
+    Fitted on the validation rows of the latest training cutoff, the period closest to the
+    one scored; stored on the module (and so in every checkpoint) before the risk tiers,
+    which are fitted on the recalibrated p, read it. List it before RiskTiers.
+
+    Args:
+        min_rows: fewer validation rows at the latest cutoff than this fit nothing.
+        z_keep: the map is kept when its cross-fitted loss gain exceeds this many standard errors.
+        seed: the 2-fold split of the cross-fit that decides whether to keep the map.
+    """
+
+    def __init__(self, min_rows: int = 200, z_keep: float = 2.0, seed: int = 0):
+        self.min_rows, self.z_keep, self.seed = min_rows, z_keep, seed
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        rows = self.rows()
+        if not rows:
+            return
+        latest = rows[CUTOFF] == rows[CUTOFF].max()
+        pl_module.calibration = fit_calibration(
+            torch.as_tensor(rows["logits"][latest]),
+            torch.as_tensor(rows[TAU_BIN][latest]),
+            torch.as_tensor(rows[OBSERVED][latest]).bool(),
+            torch.as_tensor(rows[Y][latest]),
+            seed=self.seed,
+            min_rows=self.min_rows,
+            z_keep=self.z_keep,
+        )
+
+    @staticmethod
+    def describe(pl_module) -> str:
+        """The recalibration `pl_module` holds (after a checkpoint load: that checkpoint's)."""
+        cal = pl_module.calibration
+        if not cal:
+            return "no recalibration fitted"
+        verdict = "kept" if cal["kept"] else "not kept"
+        return (
+            f"recalibration on {cal['rows']} validation rows of the latest training cutoff: "
+            f"temperature {cal['temperature']:.3f}, intercept {cal['intercept']:+.3f}, {verdict} "
+            f"(hazard NLL {cal['loss_before']:.4f} -> {cal['loss_heldout']:.4f} held out, "
+            f"gain {cal['gain_z']:.1f} standard errors)"
+        )
+
+
 class RiskTiers(_ValidationRows):
-    """Fits the risk tiers (DESIGN section 7) on the validation predictions of each epoch.
+    """Fits the risk tiers (DESIGN section 7) on the (recalibrated) validation predictions.
 
     Args:
         tiers: keyword arguments of `retention.tiers.fit_tiers` (conf/retention/default.yaml).
@@ -76,7 +125,7 @@ class RiskTiers(_ValidationRows):
         rows = self.rows()
         if not rows:
             return
-        p = p_churn(torch.as_tensor(rows["logits"])).numpy()
+        p = p_churn(pl_module.calibrate(torch.as_tensor(rows["logits"]))).numpy()
         self.tiers = fit_tiers(p, rows[Y].astype(np.int64), **self.tiers_kwargs)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
@@ -113,7 +162,7 @@ class SurvivalCheck(_ValidationRows):
         rows = self.rows()
         if not rows or not trainer.is_global_zero:
             return
-        logits = torch.as_tensor(rows["logits"])
+        logits = pl_module.calibrate(torch.as_tensor(rows["logits"]))
         snaps = pd.DataFrame({"cutoff": rows[CUTOFF], "tau": rows[TAU], "observed": rows[OBSERVED]})
         table, summary = survival_check(
             survival_at_edges(logits).numpy(),

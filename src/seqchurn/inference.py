@@ -191,7 +191,7 @@ class Scorer:
             batch = {k: self._to_device(v) for k, v in batch.items()}
             rows = batch[INDEX].cpu()
             with torch.inference_mode(), self._autocast():
-                logits[rows] = self.model(batch).float().cpu()
+                logits[rows] = self.model.calibrate(self.model(batch).float()).cpu()
             if self.explain is not None:
                 raw = dataset.raw(rows)
                 reasons[rows.numpy()], method = self.explain(self.model, batch, pre, raw)

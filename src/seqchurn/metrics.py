@@ -146,7 +146,8 @@ def report_metrics(
 
     Returns:
         auroc, ap (churners), ap_returners (returners positive, scored by 1 - p), brier,
-        log_loss, ece (ECE_BINS equal-width bins), lift_top10 and cindex.
+        log_loss, ece (ECE_BINS equal-width bins), calib_large (mean p - churn rate),
+        lift_top10 and cindex.
     """
     y = np.asarray(y, dtype=np.int64)
     p = np.asarray(p, dtype=np.float64)
@@ -157,6 +158,8 @@ def report_metrics(
         "brier": float(np.mean((p - y) ** 2)) if len(y) else _undefined("brier", "no rows"),
         "log_loss": log_loss(p, y) if len(y) else _undefined("log loss", "no rows"),
         "ece": calibration_error(p, y),
+        # calibration in the large: the mean prediction minus the churn rate
+        "calib_large": float(p.mean() - y.mean()) if len(y) else _undefined("mean p", "no rows"),
         "lift_top10": lift_at(p, y, 0.1) if len(y) else _undefined("lift", "no rows"),
         "cindex": cindex(-p if later is None else later, tau, observed),
     }
@@ -201,6 +204,7 @@ SCORE_COLUMNS = {
     "brier": "brier",
     "log_loss": "log_loss",
     "ece": "ece",
+    "calib_large": "calib_large",
     "lift10": "lift_top10",
     "cindex": "cindex",
 }

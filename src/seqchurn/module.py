@@ -7,6 +7,7 @@ from typing import Sequence
 import pytorch_lightning as pl
 import torch
 
+from seqchurn.calibration import apply_calibration
 from seqchurn.data.sequences import CUTOFF, INDEX, OBSERVED, TAU, TAU_BIN, Y
 from seqchurn.losses import hazard_nll
 from seqchurn.metrics import churn_metrics
@@ -50,10 +51,16 @@ class ChurnModule(pl.LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.preprocessing: dict | None = None
+        # fitted by callbacks.Recalibration at each validation end, saved in every checkpoint
+        self.calibration: dict | None = None
 
     def forward(self, batch: dict) -> torch.Tensor:
-        """Batch dict -> (B, K-1) hazard logits."""
+        """Batch dict -> (B, K-1) hazard logits, before recalibration."""
         return self.head(self.encoder(batch))
+
+    def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Hazard logits as scored: mapped by the recalibration fitted on validation, if any."""
+        return apply_calibration(logits, self.calibration)
 
     def _shared_step(self, batch: dict, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch)
@@ -93,7 +100,7 @@ class ChurnModule(pl.LightningModule):
         # Callbacks (risk tiers, the survival check) read the validation predictions from here.
         return {
             "logits": logits.detach(),
-            **{k: batch[k] for k in (INDEX, Y, CUTOFF, TAU, OBSERVED)},
+            **{k: batch[k] for k in (INDEX, Y, CUTOFF, TAU, TAU_BIN, OBSERVED)},
         }
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
@@ -104,15 +111,20 @@ class ChurnModule(pl.LightningModule):
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CALIBRATION_KEY] = self.calibration
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # The datamodule and the callbacks wrote what prediction needs besides the weights.
         self.preprocessing = checkpoint_preprocessing(checkpoint)
+        self.calibration = checkpoint.get(CALIBRATION_KEY)
 
 
 # Lightning stores LightningDataModule.state_dict() under the datamodule's class name.
 DATAMODULE_KEY = "ChurnDataModule"
 PREPROCESSING_KEY = "preprocessing"  # in ChurnDataModule.state_dict()
 TIERS_KEY = "tiers"  # written by callbacks.RiskTiers
+CALIBRATION_KEY = "calibration"  # ChurnModule.calibration, fitted by callbacks.Recalibration
 
 
 def checkpoint_preprocessing(checkpoint: dict) -> dict | None:

@@ -17,7 +17,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from seqchurn.callbacks import RiskTiers, SurvivalCheck, gather_rows
+from seqchurn.callbacks import Recalibration, RiskTiers, SurvivalCheck, gather_rows
 from seqchurn.data.sequences import INDEX
 from seqchurn.errors import DataError
 from seqchurn.metrics import auroc, oracle_ratio, report_metrics
@@ -96,6 +96,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     if cfg.get("test", True):
         started = time.perf_counter()
         predictions = test_predictions(trainer, model, datamodule, best)
+        log.info(Recalibration.describe(trainer.lightning_module))  # the best checkpoint's
         metrics.update(_test_metrics(predictions, datamodule))
         metrics["time/test_s"] = time.perf_counter() - started
     for lg in loggers:
@@ -164,7 +165,7 @@ def test_predictions(trainer: pl.Trainer, model, datamodule, ckpt: str | None) -
     rows = gather_rows(outputs or [])
     if not rows:
         raise DataError("no test prediction was made (is the test snapshot empty?)")
-    logits = torch.as_tensor(rows["logits"])
+    logits = trainer.lightning_module.calibrate(torch.as_tensor(rows["logits"]))
     edges = list(trainer.lightning_module.hparams.bin_edges)
     return {
         INDEX: rows[INDEX],
