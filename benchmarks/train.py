@@ -176,18 +176,7 @@ def epoch(model, ds, mode, max_len, batch_size, budget_s, device) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--max-len", type=int, nargs="+", default=[64, 256, 1024])
-    parser.add_argument("--rows", type=int, default=8192)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--budget-s", type=float, default=15.0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--no-readme", action="store_true")
-    args = parser.parse_args()
-    if not args.no_readme:
-        check_markers(README, performance_markers("train"))
+def measure(args: argparse.Namespace) -> list[dict]:
     rng = np.random.default_rng(0)
     sources = {
         "CDNOW": rng.choice(cdnow_lengths(), size=args.rows),
@@ -221,13 +210,14 @@ def main() -> None:
                 res["speedup"] = res["bucketed_rows_per_s"] / res["pad-to-max_rows_per_s"]
                 print(json.dumps(res), flush=True)
                 results.append(res)
-    out = RESULTS / "train.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"device": args.device, "machine": cpu_note(), "rows": args.rows}
-    out.write_text(json.dumps({"settings": {**meta, **vars(args)}, "runs": results}, indent=2))
+    return results
+
+
+def render(results: list[dict], settings: dict) -> tuple[str, list[str], list[list[str]]]:
+    """The README lead, header and rows of measured `results`."""
     header = ["lengths", "max_len", "mean length", "model", "path"]
     header += ["bucketed seq/s", "pad-to-max seq/s", "speed-up", "padding (bucketed / max)"]
-    header += ["share of epoch timed", "max |logit gap|"]
+    header += ["share of epoch timed", "max logit gap, bucketed vs padded"]
     rows = [
         [
             r["lengths"],
@@ -245,11 +235,40 @@ def main() -> None:
         for r in results
     ]
     lead = (
-        f"Training (`python benchmarks/train.py`, device {args.device}, {cpu_note()}): "
-        f"sequences/s of one epoch of {args.rows:,} snapshots, batch {args.batch_size}, "
-        f"each epoch cut at {args.budget_s:.0f} s (share timed: bucketed / pad-to-max); "
-        "`path` is the attention kernel the profiler saw, or packed sequences for the LSTM."
+        f"Training (`python benchmarks/train.py`, device {settings['device']}, "
+        f"{settings['machine']}): sequences/s of one epoch of {settings['rows']:,} snapshots, "
+        f"batch {settings['batch_size']}, each epoch cut at {settings['budget_s']:.0f} s "
+        "(share timed: bucketed / pad-to-max); `path` is the attention kernel the profiler "
+        "saw, or packed sequences for the LSTM."
     )
+    return lead, header, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--max-len", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--rows", type=int, default=8192)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--budget-s", type=float, default=15.0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument(
+        "--from-results", action="store_true", help="rewrite the README from train.json only"
+    )
+    args = parser.parse_args()
+    if not args.no_readme:
+        check_markers(README, performance_markers("train"))
+    out = RESULTS / "train.json"
+    if args.from_results:
+        saved = json.loads(out.read_text())
+        settings, results = saved["settings"], saved["runs"]
+    else:
+        results = measure(args)
+        settings = {**vars(args), "machine": cpu_note()}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"settings": settings, "runs": results}, indent=2))
+    lead, header, rows = render(results, settings)
     if not args.no_readme:
         write_section("train", lead, header, rows)
     print(lead)

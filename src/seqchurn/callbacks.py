@@ -59,6 +59,12 @@ class _ValidationRows(pl.Callback):
     def rows(self) -> dict[str, np.ndarray]:
         return gather_rows(self._parts)
 
+    def fitting_rows(self, trainer) -> dict[str, np.ndarray] | None:
+        """This epoch's rows while fitting (not in the sanity check, not in validate)."""
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return None
+        return self.rows() or None
+
 
 class Recalibration(_ValidationRows):
     """Fits the recalibration of the hazard logits (calibration.py) at each validation end.
@@ -77,10 +83,8 @@ class Recalibration(_ValidationRows):
         self.min_rows, self.z_keep, self.seed = min_rows, z_keep, seed
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            return
-        rows = self.rows()
-        if not rows:
+        rows = self.fitting_rows(trainer)
+        if rows is None:
             return
         latest = rows[CUTOFF] == rows[CUTOFF].max()
         pl_module.calibration = fit_calibration(
@@ -120,10 +124,8 @@ class RiskTiers(_ValidationRows):
         self.tiers: dict | None = None
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
-            return
-        rows = self.rows()
-        if not rows:
+        rows = self.fitting_rows(trainer)
+        if rows is None:
             return
         p = p_churn(pl_module.calibrate(torch.as_tensor(rows["logits"]))).numpy()
         self.tiers = fit_tiers(p, rows[Y].astype(np.int64), **self.tiers_kwargs)
