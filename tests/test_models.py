@@ -132,3 +132,28 @@ def test_registry():
         build_encoder("collections.OrderedDict", sizes)
     by_path = build_encoder("seqchurn.models.lstm.LSTMEncoder", sizes)
     assert type(by_path) is ENCODERS["lstm"]
+
+
+def test_transformer_inference_never_takes_the_materializing_fast_path(monkeypatch):
+    """The encoder layers' inference fast path builds (B, heads, T, T) attention; it is off
+    inside the model's forward and the global setting is restored afterwards."""
+    from seqchurn.models.transformer import _no_fastpath
+
+    seen = []
+    real = torch._transformer_encoder_layer_fwd
+    monkeypatch.setattr(
+        torch, "_transformer_encoder_layer_fwd", lambda *a, **k: seen.append(1) or real(*a, **k)
+    )
+    with _no_fastpath():
+        assert not torch.backends.mha.get_fastpath_enabled()
+    assert torch.backends.mha.get_fastpath_enabled()
+    layer = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, norm_first=True).eval()
+    x, pad = torch.randn(3, 5, 8), torch.zeros(3, 5, dtype=torch.bool)
+    with torch.inference_mode():
+        layer(x, src_key_padding_mask=pad)
+        assert seen  # the fast path is real, and the monkeypatch sees it
+        seen.clear()
+        with _no_fastpath():
+            layer(x, src_key_padding_mask=pad)
+        build("transformer_mean").eval()(make_batch([3, 5, 1]))  # the model's own forward
+    assert not seen

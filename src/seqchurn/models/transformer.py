@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -33,6 +34,19 @@ def sinusoidal_index(steps: torch.Tensor, d_model: int) -> torch.Tensor:
     a = steps.unsqueeze(-1).float() * inv  # (B, T, half)
     enc = torch.cat([torch.sin(a), torch.cos(a)], dim=-1)
     return nn.functional.pad(enc, (0, d_model - 2 * half))
+
+
+@contextlib.contextmanager
+def _no_fastpath():
+    """Encoder layers without PyTorch's inference "fast path", which on padded batches builds
+    the full (B, heads, T, T) attention: 6 GB more peak memory at B=4096, T=206 and half the
+    speed of the fused scaled_dot_product_attention kernel the regular path calls."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
 
 
 class TransformerEncoder(nn.Module):
@@ -99,7 +113,8 @@ class TransformerEncoder(nn.Module):
         if self.cls is not None:
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+T, d)
             mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
-        h = self.encoder(self.input_dropout(x), src_key_padding_mask=~mask)  # (B, T', d)
+        with _no_fastpath():
+            h = self.encoder(self.input_dropout(x), src_key_padding_mask=~mask)  # (B, T', d)
         if self.cls is not None:
             pooled = h[:, 0]
         else:
