@@ -94,7 +94,7 @@ def test_early_stopping_tiers_and_tuning_see_only_the_training_window(make_cfg, 
     dm.setup("fit")
     test_cutoff, horizon = int(dm.test_cutoff), int(dm.hparams.horizon_days)
     assert test_cutoff == to_day(cfg.data.test_cutoff)
-    for split in ("train", "val"):  # early stopping, tiers and the tree baselines' tuning use these
+    for split in ("train", "val"):  # early stopping, recalibration, tiers and tree tuning use these
         snaps = dm.snapshots[split]
         assert (snaps["cutoff"] + horizon <= test_cutoff).all(), split
         # a snapshot's tau never reaches past the test cutoff either
