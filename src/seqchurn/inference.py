@@ -1,8 +1,8 @@
 """Checkpoint -> per-user predictions at a cutoff (DESIGN section 6); no Hydra.
 
-`load_model` reads a checkpoint and its preprocessing state; `score_events` turns the
-cleaned events of some users into the prediction columns; `predict_log` streams a whole
-log through both in chunks of users and writes the output file atomically.
+`load_model` reads a checkpoint; `Scorer.score` turns the cleaned events of some users into
+the prediction columns (batch predict and the service); `predict_log` streams a whole log
+through it in chunks of users and writes the output file atomically.
 """
 
 from __future__ import annotations
@@ -16,18 +16,16 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
 from seqchurn.data.events import MAX_VALUE, clean_events, read_users
 from seqchurn.data.labels import activity_mask, make_snapshots, to_date, to_day
-from seqchurn.data.sequences import INDEX, Preprocessor, make_loader
+from seqchurn.data.sequences import INDEX, Preprocessor, SnapshotDataset, make_loader
 from seqchurn.data.stream import iter_user_chunks, total_rows
 from seqchurn.data.timeline import EventIndex
 from seqchurn.errors import DataError, check_settings
-from seqchurn.io import atomic_write, check_outputs
+from seqchurn.io import check_outputs, write_predictions
 from seqchurn.explain import explainer
 from seqchurn.models.heads import survival_curve, tau_median, tau_restricted_mean
 from seqchurn.module import ChurnModule
@@ -160,16 +158,19 @@ class Scorer:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def score(
+    def inputs(
         self, events: pd.DataFrame, cutoff: int, users: pd.DataFrame | None = None
-    ) -> pd.DataFrame:
-        """Cleaned events of whole users -> one row per user eligible at `cutoff` (may be empty)."""
+    ) -> tuple[pd.DataFrame, SnapshotDataset | None]:
+        """Cleaned events of whole users -> (snapshots, dataset) of those eligible at `cutoff`.
+
+        The dataset keeps the raw inputs: reasons quote them and the output's RFM columns
+        are read from them. None when nobody is eligible."""
         pre = self.preprocessor
         activity = (
             activity_mask(events, pre.activity_event_types) if len(events) else np.zeros(0, bool)
         )
         if not activity.any():
-            return pd.DataFrame()
+            return pd.DataFrame(), None
         index = EventIndex(events, activity)
         snaps = make_snapshots(
             events,
@@ -181,9 +182,17 @@ class Scorer:
             index=index,
         )
         if len(snaps) == 0:
+            return snaps, None
+        return snaps, pre.transform(index, snaps, users, keep_raw=True)
+
+    def score(
+        self, events: pd.DataFrame, cutoff: int, users: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
+        """Cleaned events of whole users -> one row per user eligible at `cutoff` (may be empty)."""
+        snaps, dataset = self.inputs(events, cutoff, users)
+        if dataset is None:
             return pd.DataFrame()
-        # The raw inputs give the reasons their numbers and the output its RFM columns.
-        dataset = pre.transform(index, snaps, users, keep_raw=True)
+        pre = self.preprocessor
         logits = torch.empty(len(snaps), len(self.edges), dtype=torch.float32)
         reasons = np.empty(len(snaps), dtype=object)
         method = None
@@ -294,38 +303,6 @@ def shard_mask(user_ids: np.ndarray, i: int, n: int) -> np.ndarray:
     """Rows whose user is in shard i of n: a stable hash of the id text, the same on any machine."""
     hashes = pd.util.hash_array(np.asarray(user_ids, dtype=object))  # ids are text
     return hashes % np.uint64(n) == np.uint64(i)
-
-
-def write_predictions(frames: Iterator[pd.DataFrame], output: str | Path) -> int:
-    """Write frames to `output` (Parquet, or CSV for .csv) atomically; returns the row count.
-
-    Frames are written as they come, in one pass, so memory stays bounded by a chunk.
-    """
-    output = Path(output)
-    csv = output.suffix.lower() == ".csv"
-    rows = 0
-
-    def write(tmp: str) -> None:
-        nonlocal rows
-        writer = None
-        try:
-            for frame in frames:
-                if csv:
-                    frame.to_csv(tmp, index=False, mode="a" if rows else "w", header=not rows)
-                else:
-                    table = pa.Table.from_pandas(frame, preserve_index=False)
-                    if writer is None:
-                        writer = pq.ParquetWriter(tmp, table.schema)
-                    writer.write_table(table.cast(writer.schema))
-                rows += len(frame)
-        finally:
-            if writer is not None:
-                writer.close()
-        if rows == 0:
-            raise DataError("no eligible user at the cutoff: nobody has activity on or before it")
-
-    atomic_write(output, write)
-    return rows
 
 
 def scored_chunks(

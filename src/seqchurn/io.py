@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from seqchurn.data.events import (
     MAX_VALUE,
@@ -246,3 +248,35 @@ EVENT_SETTINGS = (
 def read_data_events(data: Mapping, category_column: str | None = None) -> pd.DataFrame:
     """Cleaned events of a `data` config (a plain mapping of conf/data/*.yaml)."""
     return read_events(**{k: data[k] for k in EVENT_SETTINGS}, category_column=category_column)
+
+
+def write_predictions(frames: Iterator[pd.DataFrame], output: str | Path) -> int:
+    """Write frames to `output` (Parquet, or CSV for .csv) atomically; returns the row count.
+
+    Frames are written as they come, in one pass, so memory stays bounded by a chunk.
+    """
+    output = Path(output)
+    csv = output.suffix.lower() == ".csv"
+    rows = 0
+
+    def write(tmp: str) -> None:
+        nonlocal rows
+        writer = None
+        try:
+            for frame in frames:
+                if csv:
+                    frame.to_csv(tmp, index=False, mode="a" if rows else "w", header=not rows)
+                else:
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, table.schema)
+                    writer.write_table(table.cast(writer.schema))
+                rows += len(frame)
+        finally:
+            if writer is not None:
+                writer.close()
+        if rows == 0:
+            raise DataError("no eligible user at the cutoff: nobody has activity on or before it")
+
+    atomic_write(output, write)
+    return rows

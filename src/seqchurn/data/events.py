@@ -11,7 +11,7 @@ import gzip
 import io
 from importlib import resources
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -153,6 +153,7 @@ def clean_events(
     header_lines: int = 1,
     timestamp_format: str | None = None,
     max_value: float = MAX_VALUE,
+    carry: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, dict]:
     """Validate contract columns and return the cleaned frame plus a report of what was dropped.
 
@@ -163,7 +164,11 @@ def clean_events(
         header_lines: lines before the first data row, so error messages give file line numbers.
         timestamp_format: strptime format of the timestamp column; None infers it (timestamps.py).
         max_value: largest amount or quantity accepted; larger ones are refused as absurd.
+        carry: columns of `frame` passed through as they are, after the contract columns
+            (an event's id, say); not with `merge_same_day`, which folds rows together.
     """
+    if carry and merge_same_day:
+        raise ValueError("clean_events cannot carry columns through merge_same_day")
     if on_bad_rows not in ("raise", "drop"):
         raise DataError(f"data.on_bad_rows must be 'raise' or 'drop', got {on_bad_rows!r}")
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
@@ -211,6 +216,8 @@ def clean_events(
         out["event_type"] = DEFAULT_EVENT_TYPE
     for col in ("amount", "quantity"):
         out[col] = _amounts(frame, col, ~null, header_lines, max_value)
+    for col in carry:
+        out[col] = frame[col].to_numpy()
     out = out.loc[~null]
 
     out["day"] = out["timestamp"].to_numpy().astype("datetime64[D]").astype(np.int64)
@@ -235,7 +242,7 @@ def clean_events(
         report["merged_same_day_rows"] = before - len(out)
     report["rows_kept"] = int(len(out))
     report["users"] = int(out["user_id"].nunique())
-    return out[["user_id", "timestamp", "day", "event_type", "amount", "quantity"]], report
+    return out[["user_id", "timestamp", "day", "event_type", "amount", "quantity", *carry]], report
 
 
 def _text_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,185 @@
+"""The HTTP face of `RiskService` (FastAPI): routes, one-line errors, Prometheus metrics, the page.
+
+Every refusal is a 4xx whose JSON body is `{"error": "<one line>"}`; nothing is stored for
+a refused request and the server goes on serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from importlib import resources
+from typing import Annotated
+
+from fastapi import Body, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client import generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from seqchurn.errors import DataError
+from seqchurn.realtime.service import Conflict, NotFound, RiskService, TooLarge
+
+log = logging.getLogger(__name__)
+
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+P_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+
+class Event(BaseModel):
+    """One event of the data contract (DESIGN section 2) plus the id that makes retries safe."""
+
+    model_config = _STRICT
+    event_id: StrictStr | StrictInt
+    user_id: StrictStr | StrictInt
+    timestamp: StrictStr
+    event_type: StrictStr | None = None
+    amount: float | None = None
+    quantity: float | None = None
+
+
+class WhatIfEvent(Event):
+    event_id: StrictStr | StrictInt | None = None
+
+
+class EventBatch(BaseModel):
+    model_config = _STRICT
+    events: list[Event]
+
+
+class ScoreRequest(BaseModel):
+    model_config = _STRICT
+    events: list[WhatIfEvent]
+    as_of: StrictStr | None = None
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": message})
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _validation_message(err: RequestValidationError) -> str:
+    problems = err.errors()
+    first = problems[0] if problems else {}
+    if first.get("type") == "json_invalid":
+        return "the body is not valid JSON"
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"{where or 'body'}: {first.get('msg', 'invalid')}{more}"
+
+
+class _PChurnToday:
+    """Prometheus collector: today's p_churn over scored users, read from the store at scrape."""
+
+    def __init__(self, service: RiskService):
+        self.service = service
+
+    def collect(self):
+        p = self.service.p_churn_today()
+        buckets = [(str(b), float((p <= b).sum())) for b in P_BUCKETS]
+        buckets.append(("+Inf", float(len(p))))
+        family = HistogramMetricFamily(
+            "seqchurn_p_churn_today", "p_churn of the users scored as of today"
+        )
+        family.add_metric([], buckets, sum_value=float(p.sum()))
+        yield family
+
+
+def create_app(service: RiskService) -> FastAPI:
+    app = FastAPI(title="seqchurn early warning", version=service.version)
+    registry = CollectorRegistry()
+    requests = Counter(
+        "seqchurn_requests", "HTTP requests", ["method", "route", "status"], registry=registry
+    )
+    latency = Histogram(
+        "seqchurn_request_seconds",
+        "request latency",
+        ["route"],
+        registry=registry,
+        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    )
+    ingested = Counter("seqchurn_events_ingested", "new events stored", registry=registry)
+    raised = Counter("seqchurn_alerts_raised", "alerts written", registry=registry)
+    registry.register(_PChurnToday(service))
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        start = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception as err:  # the service must keep serving whatever one request does
+            log.exception("request failed")
+            response = _error(500, f"internal error: {_first_line(err)}")
+        route = request.scope.get("route")
+        path = route.path if route is not None else "unmatched"
+        latency.labels(path).observe(time.perf_counter() - start)
+        requests.labels(request.method, path, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request, err: RequestValidationError):
+        message = _validation_message(err)
+        return _error(400 if message.startswith("the body is not") else 422, message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request, err: StarletteHTTPException):
+        return _error(err.status_code, _first_line(Exception(err.detail)))
+
+    @app.exception_handler(DataError)
+    async def refused(_request, err: DataError):
+        status = {NotFound: 404, Conflict: 409, TooLarge: 413}.get(type(err), 422)
+        return _error(status, _first_line(err))
+
+    def counted(result: dict) -> dict:
+        ingested.inc(result.get("new", 0))
+        raised.inc(result.get("alerts", 0))
+        return result
+
+    @app.post("/events")
+    def post_events(batch: Annotated[EventBatch, Body()]) -> dict:
+        return counted(service.ingest([e.model_dump() for e in batch.events]))
+
+    @app.get("/users/{user_id}/risk")
+    def get_risk(user_id: str, as_of: str | None = None) -> dict:
+        return service.risk(user_id, as_of)
+
+    @app.post("/score")
+    def post_score(request: ScoreRequest) -> dict:
+        events = [e.model_dump() for e in request.events]
+        return {"users": service.what_if(events, request.as_of)}
+
+    @app.get("/alerts")
+    def get_alerts(since: str | None = None, tier: str | None = None, limit: int = 100) -> dict:
+        if not 1 <= limit <= 10_000:
+            raise DataError(f"limit must be between 1 and 10000, got {limit}")
+        return {"alerts": service.alerts(since, tier, limit)}
+
+    @app.post("/sweep")
+    def post_sweep() -> dict:
+        return counted(service.sweep())
+
+    @app.get("/summary")
+    def get_summary() -> dict:
+        return service.summary()
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model_version": service.version}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    page = resources.files("seqchurn.realtime").joinpath("page.html").read_text()
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page
+
+    return app

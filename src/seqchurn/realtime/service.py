@@ -1,0 +1,343 @@
+"""The early-warning service without its HTTP layer: ingest, score, alert, sweep.
+
+Scoring goes through `inference.Scorer`, the one scoring path of batch predict, on the
+stored events of the users concerned, cleaned by the same `clean_events` as a file; so a
+user's inputs at day t are those batch predict builds from the same events at cutoff t.
+"Today" is the server's UTC day (`clock="server"`) or the latest event day stored
+(`clock="events"`, for replays of old logs). A user's tier is compared with the tier
+stored at their previous score; a rise writes an alert in the transaction that stores the
+new score, so an alert is written once whatever crashes around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from seqchurn.data.events import MAX_VALUE, clean_events, read_users
+from seqchurn.data.labels import to_date
+from seqchurn.data.timestamps import config_day
+from seqchurn.errors import DataError
+from seqchurn.explain import explainer
+from seqchurn.inference import Scorer, load_model
+from seqchurn.realtime.store import EVENT_COLUMNS, Store
+
+CLOCKS = ("server", "events")
+NS_PER_DAY = 86_400 * 10**9
+
+
+class NotFound(DataError):
+    """A user the store does not hold (HTTP 404)."""
+
+
+class Conflict(DataError):
+    """A question the store cannot answer, such as a score before the latest event (HTTP 409)."""
+
+
+class TooLarge(DataError):
+    """A batch over the configured limit (HTTP 413)."""
+
+
+def server_day() -> int:
+    return int(time.time() // 86_400)
+
+
+def checkpoint_hash(path: str | Path) -> str:
+    """The model version: the first 12 hex digits of the checkpoint file's SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, float)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, pd.Timestamp):
+        return value.date().isoformat()
+    if value is pd.NaT or value is None:
+        return None
+    if isinstance(value, np.datetime64):
+        return None if np.isnat(value) else pd.Timestamp(value).date().isoformat()
+    return value
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch_events: int = 10_000
+    max_future_days: int = 1  # events dated later than the server's today + this are refused
+    max_value: float = MAX_VALUE
+
+
+class RiskService:
+    """A checkpoint, a store and a clock; every public method is one request's work."""
+
+    def __init__(
+        self,
+        ckpt_path: str | Path,
+        store: Store,
+        clock: str = "server",
+        explain: str | None = "grad_x_input",
+        explain_steps: int = 32,
+        batch_size: int = 4096,
+        limits: Limits = Limits(),
+        timestamp_format: str | None = None,
+        users_path: str | None = None,
+        sweep_batch_users: int = 4096,
+    ):
+        if clock not in CLOCKS:
+            raise DataError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+        model = load_model(ckpt_path)
+        state = model.preprocessing
+        tiers = state.get("tiers")
+        if not tiers or not tiers.get("names"):
+            raise DataError(
+                f"checkpoint {ckpt_path} has no risk tiers: retrain it with scripts/train.py"
+            )
+        self.tier_names = [str(n) for n in tiers["names"]]
+        self.version = checkpoint_hash(ckpt_path)
+        self.store, self.clock, self.limits = store, clock, limits
+        self.timestamp_format = timestamp_format
+        self.merge = bool(state.get("merge_same_day", False))
+        self.users = read_users(users_path) if users_path else None
+        self.sweep_batch_users = int(sweep_batch_users)
+        self.plain = Scorer(model, batch_size=batch_size)
+        explain = None if explain in (None, "none") else explain
+        self.explained = Scorer(
+            model, batch_size=batch_size, explain=explainer(explain, explain_steps)
+        )
+        # One writer at a time: SQLite has one anyway, and a user rescored by two requests at
+        # once could compare against a tier the other has not committed yet.
+        self._write = threading.Lock()
+        self.counters = {"events_ingested": 0, "alerts_raised": 0}
+
+    # -- time -----------------------------------------------------------------------------
+
+    def today(self, conn) -> int:
+        if self.clock == "events":
+            latest = self.store.meta_int(conn, "max_day")
+            return server_day() if latest is None else latest
+        return server_day()
+
+    # -- input ----------------------------------------------------------------------------
+
+    def validate(self, items: Sequence[Mapping], need_ids: bool = True) -> pd.DataFrame:
+        """JSON events -> the store's columns, checked by `clean_events`; DataError if any is bad."""
+        if len(items) > self.limits.max_batch_events:
+            raise TooLarge(
+                f"{len(items)} events in one request; the limit is "
+                f"limits.max_batch_events={self.limits.max_batch_events}"
+            )
+        if not items:
+            raise DataError("the request has no events")
+        frame = pd.DataFrame(list(items))
+        if not need_ids:
+            frame["event_id"] = np.arange(len(frame)).astype(str)
+        elif "event_id" not in frame or frame["event_id"].isna().any():
+            raise DataError("every event needs an event_id (retries are told apart by it)")
+        frame["event_id"] = frame["event_id"].astype(str)
+        try:
+            clean, _ = clean_events(
+                frame,
+                header_lines=0,
+                timestamp_format=self.timestamp_format,
+                max_value=self.limits.max_value,
+                carry=["event_id"],
+            )
+        except DataError as err:  # a file's "line N" is the request's Nth event
+            raise DataError(re.sub(r"\blines?\b(\(s\))?", "event", str(err))) from None
+        latest = server_day() + self.limits.max_future_days
+        future = clean["day"].to_numpy() > latest
+        if future.any():
+            first = clean.loc[future].iloc[0]
+            raise DataError(
+                f"{int(future.sum())} event(s) dated after {to_date(latest)} (the server's today + "
+                f"limits.max_future_days), e.g. event_id {first['event_id']!r} at {first['timestamp']}"
+            )
+        clean["ts_ns"] = clean["timestamp"].to_numpy().astype("datetime64[ns]").astype(np.int64)
+        return clean[list(EVENT_COLUMNS)]
+
+    # -- scoring --------------------------------------------------------------------------
+
+    def _clean(self, events: pd.DataFrame) -> pd.DataFrame:
+        """Stored events as batch predict cleans a file (same-day merging as in training)."""
+        return clean_events(events, header_lines=0, merge_same_day=self.merge)[0]
+
+    def _score(self, events: pd.DataFrame, day: int, explain: bool) -> pd.DataFrame:
+        """Prediction rows (inference.Scorer's columns) of the users of raw contract `events`."""
+        if events.empty:
+            return pd.DataFrame()
+        scorer = self.explained if explain else self.plain
+        return scorer.score(self._clean(events), day, self.users)
+
+    def inputs(self, user_ids: Sequence[str], day: int):
+        """(snapshots, dataset) the model reads for `user_ids` at `day`, from the store."""
+        with self.store.reading() as conn:
+            events = self.store.user_events(conn, user_ids)
+        return self.plain.inputs(self._clean(events), day, self.users)
+
+    def _rank(self, tiers: pd.Series) -> np.ndarray:
+        lookup = {name: i for i, name in enumerate(self.tier_names)}
+        return tiers.map(lookup).to_numpy(dtype=np.float64)
+
+    def _rescore(self, conn, user_ids: Sequence[str], day: int) -> int:
+        """Score `user_ids` as of `day`, store the scores, alert on tier rises; returns the alerts."""
+        events = self.store.user_events(conn, user_ids)
+        scored = self._score(events, day, explain=False)
+        ranked = pd.DataFrame({"user_id": list(user_ids)})  # users without activity: no tier
+        if len(scored):
+            scored = scored.assign(tier_rank=self._rank(scored["risk_tier"]))
+            ranked = ranked.merge(scored[["user_id", "tier_rank", "p_churn"]], how="left")
+        else:
+            ranked = ranked.assign(tier_rank=np.nan, p_churn=np.nan)
+        before = self.store.user_rows(conn, user_ids)["tier_rank"].astype(np.float64)
+        old = before.reindex(ranked["user_id"]).to_numpy()
+        rose = ranked["tier_rank"].notna().to_numpy() & (ranked["tier_rank"].to_numpy() < old)
+        rows = []
+        if rose.any():
+            risen = ranked.loc[rose]
+            why = self._score(events[events["user_id"].isin(set(risen["user_id"]))], day, True)
+            reasons = dict(zip(why["user_id"], why.get("top_reasons", pd.Series(dtype=object))))
+            stamp = pd.Timestamp.now(tz="UTC").isoformat()
+            for user, new_rank, p, old_rank in zip(
+                risen["user_id"], risen["tier_rank"], risen["p_churn"], old[rose]
+            ):
+                rows.append(
+                    {
+                        "raised_at": stamp,
+                        "as_of": int(day),
+                        "user_id": user,
+                        "old_tier": self.tier_names[int(old_rank)],
+                        "new_tier": self.tier_names[int(new_rank)],
+                        "p_churn": float(p),
+                        "reasons": json.dumps(_jsonable(reasons.get(user))),
+                        "model_version": self.version,
+                    }
+                )
+        self.store.save_scores(conn, ranked, day, self.version)
+        return self.store.add_alerts(conn, rows)
+
+    # -- requests -------------------------------------------------------------------------
+
+    def ingest(self, items: Sequence[Mapping]) -> dict:
+        """Store the new events (by event_id), rescore their users, alert, all in one transaction."""
+        frame = self.validate(items)
+        with self._write, self.store.transaction() as conn:
+            new = self.store.add_events(conn, frame)
+            touched = list(pd.unique(new["user_id"]))
+            day = self.today(conn)
+            raised = self._rescore(conn, touched, day) if touched else 0
+        self.counters["events_ingested"] += len(new)
+        self.counters["alerts_raised"] += raised
+        return {
+            "received": len(items),
+            "new": int(len(new)),
+            "users_rescored": len(touched),
+            "alerts": raised,
+            "as_of": to_date(day),
+        }
+
+    def risk(self, user_id: str, as_of: str | None = None) -> dict:
+        """One user's prediction as of today or `as_of`, from the stored events."""
+        with self.store.reading() as conn:
+            rows = self.store.user_rows(conn, [user_id])
+            if rows.empty:
+                raise NotFound(f"unknown user {user_id!r}: the store has no event of theirs")
+            last = int(rows["last_day"].iloc[0])
+            if as_of is None:
+                day = max(self.today(conn), last)
+            else:
+                day = config_day(as_of, "as_of")
+                if day < last:
+                    raise Conflict(
+                        f"as_of {to_date(day)} is before user {user_id!r}'s latest stored event "
+                        f"({to_date(last)}); the store keeps no earlier state"
+                    )
+            events = self.store.user_events(conn, [user_id])
+        return self._one(self._score(events, day, explain=True), user_id, day)
+
+    def _one(self, scored: pd.DataFrame, user_id: str, day: int) -> dict:
+        if scored.empty:
+            raise NotFound(f"user {user_id!r} has no activity on or before {to_date(day)}")
+        return self._as_json(scored.iloc[0])
+
+    def _as_json(self, row: pd.Series) -> dict:
+        out = {k: _jsonable(v) for k, v in row.items() if k != "cutoff"}
+        out["as_of"] = _jsonable(row["cutoff"])
+        out["model_version"] = self.version
+        return out
+
+    def what_if(self, items: Sequence[Mapping], as_of: str | None = None) -> list[dict]:
+        """Score the users of the request's events alone; nothing is read from or written to the store."""
+        frame = self.validate(items, need_ids=False)
+        latest = int(frame["day"].max())
+        day = max(server_day() if self.clock == "server" else latest, latest)
+        if as_of is not None:
+            day = config_day(as_of, "as_of")
+            if day < latest:
+                raise Conflict(
+                    f"as_of {to_date(day)} is before the latest event ({to_date(latest)})"
+                )
+        raw = frame.assign(timestamp=pd.to_datetime(frame["ts_ns"], unit="ns"))
+        scored = self._score(raw.drop(columns=["ts_ns", "day", "event_id"]), day, explain=True)
+        return [self._as_json(row) for _, row in scored.iterrows()]
+
+    def sweep(self) -> dict:
+        """Rescore, in batches, every user not yet scored today, so silence raises alerts too."""
+        users = raised = 0
+        while True:
+            with self._write, self.store.transaction() as conn:
+                day = self.today(conn)
+                ids = self.store.unscored_before(conn, day, self.sweep_batch_users)
+                if not ids:
+                    break
+                raised += self._rescore(conn, ids, day)
+            users += len(ids)
+        self.counters["alerts_raised"] += raised
+        return {"users_rescored": users, "alerts": raised, "as_of": to_date(day)}
+
+    def alerts(self, since: str | None = None, tier: str | None = None, limit: int = 100) -> list:
+        if tier is not None and tier not in self.tier_names:
+            raise DataError(f"unknown tier {tier!r}; the tiers are {', '.join(self.tier_names)}")
+        if since is not None:
+            try:
+                since = pd.Timestamp(since)
+            except ValueError:
+                raise DataError(f"since must be an ISO 8601 time, got {since!r}") from None
+            since = (since.tz_localize("UTC") if since.tzinfo is None else since).isoformat()
+        with self.store.reading() as conn:
+            rows = self.store.read_alerts(conn, since, tier, limit)
+        for row in rows:
+            row["as_of"] = to_date(row["as_of"])
+        return rows
+
+    def summary(self) -> dict:
+        """Users per tier among those scored today, for the page and the metrics."""
+        with self.store.reading() as conn:
+            day = self.today(conn)
+            counts = self.store.tier_counts(conn, day)
+            users = self.store.count_users(conn)
+        return {
+            "as_of": to_date(day),
+            "model_version": self.version,
+            "users": users,
+            "tiers": {name: counts.get(i, 0) for i, name in enumerate(self.tier_names)},
+        }
+
+    def p_churn_today(self) -> np.ndarray:
+        with self.store.reading() as conn:
+            p = self.store.p_churn_of_day(conn, self.today(conn))
+        return p[np.isfinite(p)]
