@@ -11,6 +11,7 @@ import logging
 import threading
 
 import hydra
+import torch
 from omegaconf import DictConfig
 
 from _cli import exit_on_bad_input, run
@@ -55,6 +56,8 @@ def build_service(cfg: DictConfig) -> RiskService:
 def main(cfg: DictConfig) -> None:
     import uvicorn
 
+    if cfg.scoring.threads:
+        torch.set_num_threads(int(cfg.scoring.threads))
     service = build_service(cfg)
     stop = threading.Event()
     if cfg.sweep.interval_s > 0:
