@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCHMARK_MARKERS = ("<!-- benchmark:start -->", "<!-- benchmark:end -->")
-# The performance tables of benchmarks/tensorize.py, predict.py and train.py, by name.
-PERFORMANCE = ("tensorize", "predict", "train")
+# The performance tables of benchmarks/tensorize.py, predict.py, train.py and serve.py, by name.
+PERFORMANCE = ("tensorize", "predict", "train", "serve")
 
 _TABLE_METRICS = (
     ("auroc", "AUROC"),

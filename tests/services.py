@@ -7,10 +7,7 @@ missing service fails the test, so CI can never go green by skipping it.
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from seqchurn.realtime.local_postgres import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 
@@ -28,12 +27,6 @@ def missing(what: str) -> None:
     if os.environ.get("SEQCHURN_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{what} is required here (SEQCHURN_REQUIRE_SERVICES=1) but not installed")
     pytest.skip(f"{what} is not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
@@ -50,73 +43,14 @@ def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float 
     raise TimeoutError(f"{url} did not answer /health in {timeout} s")
 
 
-class PostgresServer:
-    """A throwaway PostgreSQL cluster: initdb in a temp folder, loopback only, trust auth."""
+def postgres_server(folder: Path):
+    """A started throwaway PostgreSQL (seqchurn.realtime.local_postgres)."""
+    from seqchurn.realtime.local_postgres import LocalPostgres
 
-    def __init__(self, folder: Path):
-        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-        if not bins:
-            missing("PostgreSQL (Debian package postgresql)")
-        self.bin = Path(bins[-1]).parent
-        self.folder, self.port = folder, free_port()
-        self.data = folder / "data"
-        # initdb refuses to run as root: the cluster belongs to the postgres user then.
-        self.prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.prefix:
-            shutil.chown(folder, "postgres")
-            folder.chmod(0o755)
-            for parent in folder.parents:  # the postgres user must reach its folder
-                if str(parent).startswith(("/tmp", "/var/tmp")) and parent != Path("/tmp"):
-                    parent.chmod(parent.stat().st_mode | 0o005)
-
-    def _run(self, *args: str) -> None:
-        # No pipes: the server started by pg_ctl would hold them open and the call never returns.
-        subprocess.run(
-            [*self.prefix, *args],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=120,
-        )
-
-    def start(self) -> "PostgresServer":
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=on"
-        log = str(self.folder / "server.log")
-        self._run(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", log, "-o", options, "-w", "start"
-        )
-        return self
-
-    def create_database(self, name: str) -> str:
-        self._run(
-            str(self.bin / "createdb"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-U",
-            "postgres",
-            name,
-        )
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
-
-    def stop(self) -> None:
-        subprocess.run(
-            [
-                *self.prefix,
-                str(self.bin / "pg_ctl"),
-                "-D",
-                str(self.data),
-                "-m",
-                "immediate",
-                "stop",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=60,
-        )
+    try:
+        return LocalPostgres(folder).start()
+    except FileNotFoundError:
+        missing("PostgreSQL (Debian package postgresql)")
 
 
 class LiveServer:

@@ -256,7 +256,7 @@ def test_write_section_puts_a_table_between_its_markers_only(bench, tmp_path):
         == f"intro\n{begin}\nLead.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n{end}\nafter\n"
     )
     with pytest.raises(ValueError, match="unknown performance section"):
-        bench.report.performance_markers("serve")
+        bench.report.performance_markers("nope")
 
 
 def test_merge_overrides_keeps_the_last_value_of_a_key(bench):

@@ -273,3 +273,25 @@ def test_hundreds_of_random_malformed_requests_change_nothing(make_service, log_
         assert "\n" not in reply.json()["error"]
     assert dump(tmp_path / "store.db") == before
     assert client.get("/health").status_code == 200
+
+
+def test_concurrent_requests_are_written_together_once_each(make_service, log_items):
+    from concurrent.futures import ThreadPoolExecutor
+
+    service = make_service()
+    # overlapping batches: every event is sent by two requests at about the same time
+    batches = [log_items[i : i + 60] for i in range(0, 600, 30)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(pool.map(service.ingest, batches))
+    sent = {e["event_id"] for b in batches for e in b}
+    assert sum(r["new"] for r in replies) == len(sent) == 630
+    assert all(r["received"] == len(b) for r, b in zip(replies, batches))
+    with service.store.reading() as conn:
+        assert service.store.count_events(conn) == 630
+    reference = make_service("one_by_one.db")
+    for batch in batches:
+        reference.ingest(batch)
+    users = sorted({e["user_id"] for e in log_items[:600]})[::10]
+    scores = [service.risk(u)["p_churn"] for u in users]
+    expected = [reference.risk(u)["p_churn"] for u in users]
+    np.testing.assert_allclose(scores, expected, rtol=1e-6)

@@ -15,9 +15,9 @@ pytest.importorskip("fastapi", reason="the serve extra: pip install -e '.[serve]
 
 from services import (  # noqa: E402
     LiveServer,
-    PostgresServer,
     chromium_dom,
     free_port,
+    postgres_server,
     serve_process,
     wait_healthy,
 )
@@ -95,7 +95,7 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(scored, tmp_path):
 
 @pytest.fixture(scope="module")
 def postgres(tmp_path_factory):
-    server = PostgresServer(tmp_path_factory.mktemp("pg")).start()
+    server = postgres_server(tmp_path_factory.mktemp("pg"))
     yield server
     server.stop()
 

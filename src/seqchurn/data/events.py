@@ -229,20 +229,29 @@ def clean_events(
     out = out.iloc[order].reset_index(drop=True)
     if merge_same_day:
         before = len(out)
-        out = (
-            out.groupby(["user_id", "day", "event_type"], sort=False, as_index=False)
-            .agg(
-                timestamp=("timestamp", "min"),
-                amount=("amount", "sum"),
-                quantity=("quantity", "sum"),
-            )
-            .sort_values(["user_id", "timestamp"], kind="stable")
-            .reset_index(drop=True)
-        )
+        out = merge_same_day_events(out)
         report["merged_same_day_rows"] = before - len(out)
     report["rows_kept"] = int(len(out))
     report["users"] = int(out["user_id"].nunique())
     return out[["user_id", "timestamp", "day", "event_type", "amount", "quantity", *carry]], report
+
+
+def merge_same_day_events(events: pd.DataFrame) -> pd.DataFrame:
+    """A user's events of one type on one day as one: the earliest time, amounts and
+    quantities summed. `events` are sorted by user then time, and the result keeps that order.
+    """
+    out = events.reset_index(drop=True)
+    user, day = out["user_id"].to_numpy(), out["day"].to_numpy()
+    # Sorted by user and time, one user's events of a day are adjacent: no adjacent pair of
+    # the same user and day, nothing to merge (most small batches of a live service).
+    if not ((user[1:] == user[:-1]) & (day[1:] == day[:-1])).any():
+        return out
+    return (
+        out.groupby(["user_id", "day", "event_type"], sort=False, as_index=False)
+        .agg(timestamp=("timestamp", "min"), amount=("amount", "sum"), quantity=("quantity", "sum"))
+        .sort_values(["user_id", "timestamp"], kind="stable")
+        .reset_index(drop=True)[list(out.columns)]
+    )
 
 
 def _text_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -149,8 +149,10 @@ def gradient_attr(
             )
 
         with torch.no_grad():
-            logit, base = f(*inputs, *extra), f(*baselines, *extra)
+            base = f(*baselines, *extra)
         if method == "ig":
+            with torch.no_grad():
+                logit = f(*inputs, *extra)
             attrs = IntegratedGradients(f).attribute(
                 inputs,
                 baselines,
@@ -160,7 +162,9 @@ def gradient_attr(
             )
         else:
             leaves = [v.detach().requires_grad_(True) for v in inputs]
-            grads = torch.autograd.grad(f(*leaves, *extra).sum(), leaves)
+            out = f(*leaves, *extra)  # its value is the logit: no separate forward pass
+            grads = torch.autograd.grad(out.sum(), leaves)
+            logit = out.detach()
             attrs = [g * (v - b) for g, v, b in zip(grads, inputs, baselines)]
     attrs = [a.detach() for a in attrs]
     zeros = torch.zeros_like(mask, dtype=attrs[0].dtype)

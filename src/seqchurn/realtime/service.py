@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqchurn.data.events import MAX_VALUE, clean_events, read_users
+from seqchurn.data.events import MAX_VALUE, clean_events, merge_same_day_events, read_users
 from seqchurn.data.labels import to_date
 from seqchurn.data.timestamps import config_day
 from seqchurn.errors import DataError
@@ -75,6 +75,15 @@ def _jsonable(value):
     return value
 
 
+@dataclass
+class _Pending:
+    """One POST /events waiting to be written: its events, then its reply or its error."""
+
+    frame: pd.DataFrame
+    reply: dict | None = None
+    error: BaseException | None = None
+
+
 @dataclass(frozen=True)
 class Limits:
     max_batch_events: int = 10_000
@@ -122,6 +131,9 @@ class RiskService:
         # One writer at a time: SQLite has one anyway, and a user rescored by two requests at
         # once could compare against a tier the other has not committed yet.
         self._write = threading.Lock()
+        self._model = threading.Lock()
+        self._queue: list[_Pending] = []  # validated requests waiting for the writer
+        self._queue_lock = threading.Lock()
         self.counters = {"events_ingested": 0, "alerts_raised": 0}
 
     # -- time -----------------------------------------------------------------------------
@@ -168,20 +180,24 @@ class RiskService:
                 f"limits.max_future_days), e.g. event_id {first['event_id']!r} at {first['timestamp']}"
             )
         clean["ts_ns"] = clean["timestamp"].to_numpy().astype("datetime64[ns]").astype(np.int64)
-        return clean[list(EVENT_COLUMNS)]
+        return clean[[*EVENT_COLUMNS, "timestamp"]]
 
     # -- scoring --------------------------------------------------------------------------
 
     def _clean(self, events: pd.DataFrame) -> pd.DataFrame:
-        """Stored events as batch predict cleans a file (same-day merging as in training)."""
-        return clean_events(events, header_lines=0, merge_same_day=self.merge)[0]
+        """Validated events (from the store or a request) merged per day when training did so;
+        they are checked and ordered already, as `clean_events` leaves a file."""
+        return merge_same_day_events(events) if self.merge else events
 
     def _score(self, events: pd.DataFrame, day: int, explain: bool) -> pd.DataFrame:
         """Prediction rows (inference.Scorer's columns) of the users of raw contract `events`."""
         if events.empty:
             return pd.DataFrame()
         scorer = self.explained if explain else self.plain
-        return scorer.score(self._clean(events), day, self.users)
+        clean = self._clean(events)
+        # The reasons hook the model's embedding for their own batch: one batch at a time.
+        with self._model:
+            return scorer.score(clean, day, self.users)
 
     def inputs(self, user_ids: Sequence[str], day: int):
         """(snapshots, dataset) the model reads for `user_ids` at `day`, from the store."""
@@ -193,62 +209,124 @@ class RiskService:
         lookup = {name: i for i, name in enumerate(self.tier_names)}
         return tiers.map(lookup).to_numpy(dtype=np.float64)
 
-    def _rescore(self, conn, user_ids: Sequence[str], day: int) -> int:
-        """Score `user_ids` as of `day`, store the scores, alert on tier rises; returns the alerts."""
+    def _scored(self, events: pd.DataFrame, day: int, explain: bool) -> pd.DataFrame:
+        """user_id, tier_rank, p_churn, reasons and the JSON row of each user scored."""
+        scored = self._score(events, day, explain)
+        if scored.empty:
+            return pd.DataFrame(columns=["user_id", "tier_rank", "p_churn", "score", "reasons"])
+        return pd.DataFrame(
+            {
+                "user_id": scored["user_id"],
+                "tier_rank": self._rank(scored["risk_tier"]),
+                "p_churn": scored["p_churn"],
+                "score": self._json_rows(scored),
+                "reasons": scored.get("top_reasons") if explain else None,
+            }
+        )
+
+    def _rescore(
+        self, conn, user_ids: Sequence[str], day: int, all_reasons: bool = True
+    ) -> list[str]:
+        """Score `user_ids` as of `day`, store the scores, alert on tier rises; returns the
+        users alerted.
+
+        With `all_reasons` every stored score carries its reasons, so GET /risk answers from
+        the store all day; otherwise (sweeps: every user, most of them unchanged) only the
+        users whose tier rose get reasons, for their alerts.
+        """
         events = self.store.user_events(conn, user_ids)
-        scored = self._score(events, day, explain=False)
-        ranked = pd.DataFrame({"user_id": list(user_ids)})  # users without activity: no tier
-        if len(scored):
-            scored = scored.assign(tier_rank=self._rank(scored["risk_tier"]))
-            ranked = ranked.merge(scored[["user_id", "tier_rank", "p_churn"]], how="left")
-        else:
-            ranked = ranked.assign(tier_rank=np.nan, p_churn=np.nan)
+        scored = self._scored(events, day, explain=all_reasons)
         before = self.store.user_rows(conn, user_ids)["tier_rank"].astype(np.float64)
+        old = before.reindex(scored["user_id"]).to_numpy()
+        rose = scored["tier_rank"].to_numpy(dtype=np.float64) < old
+        if rose.any() and not all_reasons:
+            risen = scored["user_id"][rose]
+            explained = self._scored(events[events["user_id"].isin(set(risen))], day, True)
+            scored = pd.concat([scored[~rose], explained], ignore_index=True)
+        # users without activity on or before `day` get no tier, and are not rescored today
+        ranked = pd.DataFrame({"user_id": list(user_ids)}).merge(scored, how="left")
         old = before.reindex(ranked["user_id"]).to_numpy()
-        rose = ranked["tier_rank"].notna().to_numpy() & (ranked["tier_rank"].to_numpy() < old)
-        rows = []
-        if rose.any():
-            risen = ranked.loc[rose]
-            why = self._score(events[events["user_id"].isin(set(risen["user_id"]))], day, True)
-            reasons = dict(zip(why["user_id"], why.get("top_reasons", pd.Series(dtype=object))))
-            stamp = pd.Timestamp.now(tz="UTC").isoformat()
-            for user, new_rank, p, old_rank in zip(
-                risen["user_id"], risen["tier_rank"], risen["p_churn"], old[rose]
-            ):
-                rows.append(
-                    {
-                        "raised_at": stamp,
-                        "as_of": int(day),
-                        "user_id": user,
-                        "old_tier": self.tier_names[int(old_rank)],
-                        "new_tier": self.tier_names[int(new_rank)],
-                        "p_churn": float(p),
-                        "reasons": json.dumps(_jsonable(reasons.get(user))),
-                        "model_version": self.version,
-                    }
-                )
+        rose = ranked["tier_rank"].to_numpy(dtype=np.float64) < old
+        stamp = pd.Timestamp.now(tz="UTC").isoformat()
+        rows = [
+            {
+                "raised_at": stamp,
+                "as_of": int(day),
+                "user_id": user,
+                "old_tier": self.tier_names[int(old_rank)],
+                "new_tier": self.tier_names[int(new_rank)],
+                "p_churn": float(p),
+                "reasons": json.dumps(_jsonable(why)),
+                "model_version": self.version,
+            }
+            for user, new_rank, p, why, old_rank in zip(
+                ranked["user_id"][rose],
+                ranked["tier_rank"][rose],
+                ranked["p_churn"][rose],
+                ranked["reasons"][rose],
+                old[rose],
+            )
+        ]
         self.store.save_scores(conn, ranked, day, self.version)
-        return self.store.add_alerts(conn, rows)
+        self.store.add_alerts(conn, rows)
+        return [row["user_id"] for row in rows]
+
+    def _json_rows(self, scored: pd.DataFrame) -> list[str]:
+        """Each prediction row as the JSON GET /risk returns (dates as YYYY-MM-DD, NaN as null)."""
+        frame = scored.drop(columns=["tier_rank"], errors="ignore").rename(
+            columns={"cutoff": "as_of"}
+        )
+        for col in ("as_of", "expected_churn_date"):
+            frame[col] = frame[col].dt.strftime("%Y-%m-%d").astype(object)
+            frame.loc[frame[col].isna(), col] = None
+        frame["model_version"] = self.version
+        return frame.to_json(orient="records", lines=True, double_precision=15).splitlines()
 
     # -- requests -------------------------------------------------------------------------
 
     def ingest(self, items: Sequence[Mapping]) -> dict:
-        """Store the new events (by event_id), rescore their users, alert, all in one transaction."""
-        frame = self.validate(items)
-        with self._write, self.store.transaction() as conn:
-            new = self.store.add_events(conn, frame)
-            touched = list(pd.unique(new["user_id"]))
-            day = self.today(conn)
-            raised = self._rescore(conn, touched, day) if touched else 0
+        """Store the new events (by event_id), rescore their users, alert, all in one transaction.
+
+        Requests that arrive while another is being written are written together in the next
+        transaction (group commit): each still gets its reply only once its events are
+        committed, and the model scores their users in one pass instead of one per request.
+        """
+        pending = _Pending(self.validate(items))
+        with self._queue_lock:
+            self._queue.append(pending)
+        with self._write:
+            if pending.reply is None and pending.error is None:  # no earlier writer took it
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._write_group(group)
+        if pending.error is not None:
+            raise pending.error
+        return {"received": len(items), **pending.reply}
+
+    def _write_group(self, group: list["_Pending"]) -> None:
+        frame = pd.concat([p.frame.assign(_request=i) for i, p in enumerate(group)])
+        try:
+            with self.store.transaction() as conn:
+                new = self.store.add_events(conn, frame)  # a repeated id: the first request's
+                touched = list(pd.unique(new["user_id"]))
+                day = self.today(conn)
+                alerted = self._rescore(conn, touched, day) if touched else []
+        except Exception as err:  # nothing was committed: every request of the group fails
+            for p in group:
+                p.error = err
+            return
+        first_request = new.drop_duplicates("user_id").set_index("user_id")["_request"]
+        alerts_of = first_request.reindex(alerted).value_counts()
+        for i, p in enumerate(group):
+            mine = new[new["_request"].to_numpy() == i]
+            p.reply = {
+                "new": int(len(mine)),
+                "users_rescored": int(mine["user_id"].nunique()),
+                "alerts": int(alerts_of.get(i, 0)),
+                "as_of": to_date(day),
+            }
         self.counters["events_ingested"] += len(new)
-        self.counters["alerts_raised"] += raised
-        return {
-            "received": len(items),
-            "new": int(len(new)),
-            "users_rescored": len(touched),
-            "alerts": raised,
-            "as_of": to_date(day),
-        }
+        self.counters["alerts_raised"] += len(alerted)
 
     def risk(self, user_id: str, as_of: str | None = None) -> dict:
         """One user's prediction as of today or `as_of`, from the stored events."""
@@ -266,19 +344,19 @@ class RiskService:
                         f"as_of {to_date(day)} is before user {user_id!r}'s latest stored event "
                         f"({to_date(last)}); the store keeps no earlier state"
                     )
+            stored = rows.iloc[0]
+            if as_of is None and stored["scored_day"] == day and stored["score"]:
+                score = json.loads(stored["score"])
+                explained = score.get("top_reasons") or self.explained.explain is None
+                if explained and stored["model_version"] == self.version:
+                    return score
             events = self.store.user_events(conn, [user_id])
         return self._one(self._score(events, day, explain=True), user_id, day)
 
     def _one(self, scored: pd.DataFrame, user_id: str, day: int) -> dict:
         if scored.empty:
             raise NotFound(f"user {user_id!r} has no activity on or before {to_date(day)}")
-        return self._as_json(scored.iloc[0])
-
-    def _as_json(self, row: pd.Series) -> dict:
-        out = {k: _jsonable(v) for k, v in row.items() if k != "cutoff"}
-        out["as_of"] = _jsonable(row["cutoff"])
-        out["model_version"] = self.version
-        return out
+        return json.loads(self._json_rows(scored)[0])
 
     def what_if(self, items: Sequence[Mapping], as_of: str | None = None) -> list[dict]:
         """Score the users of the request's events alone; nothing is read from or written to the store."""
@@ -291,20 +369,22 @@ class RiskService:
                 raise Conflict(
                     f"as_of {to_date(day)} is before the latest event ({to_date(latest)})"
                 )
-        raw = frame.assign(timestamp=pd.to_datetime(frame["ts_ns"], unit="ns"))
-        scored = self._score(raw.drop(columns=["ts_ns", "day", "event_id"]), day, explain=True)
-        return [self._as_json(row) for _, row in scored.iterrows()]
+        scored = self._score(frame.drop(columns=["ts_ns", "event_id"]), day, explain=True)
+        return [json.loads(row) for row in self._json_rows(scored)] if len(scored) else []
 
     def sweep(self) -> dict:
         """Rescore, in batches, every user not yet scored today, so silence raises alerts too."""
         users = raised = 0
+        with self.store.reading() as conn:
+            # fixed for the whole sweep: under clock=events ingest moves "today" meanwhile,
+            # and a moving target would sweep the same users again and again
+            day = self.today(conn)
         while True:
             with self._write, self.store.transaction() as conn:
-                day = self.today(conn)
                 ids = self.store.unscored_before(conn, day, self.sweep_batch_users)
                 if not ids:
                     break
-                raised += self._rescore(conn, ids, day)
+                raised += len(self._rescore(conn, ids, day, all_reasons=False))
             users += len(ids)
         self.counters["alerts_raised"] += raised
         return {"users_rescored": users, "alerts": raised, "as_of": to_date(day)}

@@ -49,6 +49,7 @@ users = sa.Table(
     sa.Column("tier_rank", sa.Integer),  # 0 = the highest-risk tier
     sa.Column("p_churn", _DOUBLE),
     sa.Column("model_version", sa.String),
+    sa.Column("score", sa.Text),  # the prediction row as of scored_day, JSON
     sa.Index("users_by_scored_day", "scored_day"),
 )
 alerts = sa.Table(
@@ -180,25 +181,26 @@ class Store:
             conn.execute(stmt, part)
 
     def user_events(self, conn: Connection, user_ids: Sequence[str]) -> pd.DataFrame:
-        """The stored events of `user_ids` in arrival order per user and time, as the contract's columns."""
+        """The stored events of `user_ids` as `clean_events` leaves a file: sorted by user (by
+        code point, as Python sorts text), then time, then arrival; columns of a cleaned log."""
         frames = []
-        cols = [events.c[c] for c in EVENT_COLUMNS[1:]]
+        user = events.c.user_id
+        by_code_point = user.collate("C") if self.dialect == "postgresql" else user
         for part in _chunks(list(user_ids), _IDS_PER_QUERY):
             query = (
-                sa.select(*cols)
-                .where(events.c.user_id.in_(part))
-                .order_by(events.c.user_id, events.c.ts_ns, events.c.seq)
+                sa.select(*[events.c[c] for c in EVENT_COLUMNS[1:]])
+                .where(user.in_(part))
+                .order_by(by_code_point, events.c.ts_ns, events.c.seq)
             )
             frames.append(pd.DataFrame(conn.execute(query).all(), columns=list(EVENT_COLUMNS[1:])))
-        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        if out.empty:
-            return pd.DataFrame(
-                columns=["user_id", "timestamp", "event_type", "amount", "quantity"]
-            )
+        if not frames:
+            frames.append(pd.DataFrame(columns=list(EVENT_COLUMNS[1:])))
+        out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         return pd.DataFrame(
             {
                 "user_id": out["user_id"].astype(object),
                 "timestamp": pd.to_datetime(out["ts_ns"].astype(np.int64), unit="ns"),
+                "day": out["day"].astype(np.int64),
                 "event_type": out["event_type"].astype(object),
                 "amount": out["amount"].astype(np.float64),
                 "quantity": out["quantity"].astype(np.float64),
@@ -232,7 +234,7 @@ class Store:
         return [r[0] for r in conn.execute(query)]
 
     def save_scores(self, conn: Connection, scores: pd.DataFrame, day: int, version: str) -> None:
-        """Store each user's score as of `day`: columns user_id, tier_rank, p_churn."""
+        """Store each user's score as of `day`: columns user_id, tier_rank, p_churn, score (JSON)."""
         records = [
             {
                 "uid": u,
@@ -240,8 +242,11 @@ class Store:
                 "tier_rank": None if pd.isna(t) else int(t),
                 "p_churn": None if pd.isna(p) else float(p),
                 "model_version": version,
+                "score": j if isinstance(j, str) else None,
             }
-            for u, t, p in zip(scores["user_id"], scores["tier_rank"], scores["p_churn"])
+            for u, t, p, j in zip(
+                scores["user_id"], scores["tier_rank"], scores["p_churn"], scores["score"]
+            )
         ]
         stmt = (
             users.update()
@@ -251,6 +256,7 @@ class Store:
                 tier_rank=sa.bindparam("tier_rank"),
                 p_churn=sa.bindparam("p_churn"),
                 model_version=sa.bindparam("model_version"),
+                score=sa.bindparam("score"),
             )
         )
         for part in _chunks(records, _ROWS_PER_INSERT):
