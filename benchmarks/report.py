@@ -18,7 +18,7 @@ README = ROOT / "README.md"
 RESULTS = Path(__file__).resolve().parent / "results"
 BENCHMARK_MARKERS = ("<!-- benchmark:start -->", "<!-- benchmark:end -->")
 # The performance tables of benchmarks/tensorize.py, predict.py, train.py and serve.py, by name.
-PERFORMANCE = ("tensorize", "predict", "train", "serve")
+PERFORMANCE = ("tensorize", "predict", "train", "serve", "faults")
 
 _TABLE_METRICS = (
     ("auroc", "AUROC"),

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqchurn.realtime.local_postgres import LocalPostgres, free_port
+from seqchurn.realtime.local import LocalPostgres, free_port, serve_process, wait_healthy
 from seqchurn.simulate.bgnbd import simulate_bgnbd
 
 from report import README, RESULTS, ROOT, check_markers, cpu_note, performance_markers
@@ -91,27 +91,12 @@ def _ms(seconds: list[float]) -> dict:
 @contextmanager
 def serving(ckpt: Path, store_url: str, run_dir: Path):
     """scripts/serve.py in a child process; yields its base URL once /health answers."""
-    import httpx
 
     port = free_port()
-    cmd = [sys.executable, str(ROOT / "scripts" / "serve.py"), f"ckpt_path={ckpt}"]
-    cmd += [f"store.url={store_url}", f"port={port}", "clock=events", "sweep.interval_s=0"]
-    cmd += [f"hydra.run.dir={run_dir}"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "server.out", "w") as out:  # a file: a chatty child cannot block on it
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
+    url = f"http://127.0.0.1:{port}"
+    proc = serve_process(ckpt, store_url, port, run_dir)
     try:
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = (run_dir / "server.out").read_text()[-2000:]
-                raise SystemExit(f"serve.py did not start ({store_url}):\n{tail}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_healthy(url, proc, run_dir)
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -262,7 +247,7 @@ def postgres(url: str | None, tmp: Path):
     if url is None:
         try:
             server = LocalPostgres(Path(tempfile.mkdtemp(prefix="pg-", dir=tmp))).start()
-        except (FileNotFoundError, subprocess.CalledProcessError) as err:
+        except (FileNotFoundError, RuntimeError) as err:
             print(f"no PostgreSQL: {err}", file=sys.stderr)
             yield None
             return

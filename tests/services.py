@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from seqchurn.realtime.local_postgres import free_port
+from seqchurn.realtime.local import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -29,23 +26,9 @@ def missing(what: str) -> None:
     pytest.skip(f"{what} is not installed")
 
 
-def wait_healthy(url: str, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}: {proc.stderr.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer /health in {timeout} s")
-
-
 def postgres_server(folder: Path):
     """A started throwaway PostgreSQL (seqchurn.realtime.local_postgres)."""
-    from seqchurn.realtime.local_postgres import LocalPostgres
+    from seqchurn.realtime.local import LocalPostgres
 
     try:
         return LocalPostgres(folder).start()
@@ -73,22 +56,6 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
-
-
-def serve_process(ckpt, store_url: str, port: int, run_dir: Path, *extra: str) -> subprocess.Popen:
-    """scripts/serve.py in its own process (clock=events, no timed sweep)."""
-    cmd = [
-        sys.executable,
-        str(ROOT / "scripts" / "serve.py"),
-        f"ckpt_path={ckpt}",
-        f"store.url={store_url}",
-        f"port={port}",
-        "clock=events",
-        "sweep.interval_s=0",
-        f"hydra.run.dir={run_dir}",
-        *extra,
-    ]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def chromium_dom(url: str, profile: Path, budget_ms: int = 10_000) -> str:

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -74,13 +74,21 @@ def _validation_message(err: RequestValidationError) -> str:
     return f"{where or 'body'}: {first.get('msg', 'invalid')}{more}"
 
 
-class _PChurnToday:
-    """Prometheus collector: today's p_churn over scored users, read from the store at scrape."""
+class _ServiceCollector:
+    """Prometheus collector of what the service did, HTTP or not (the timed sweep), and of
+    today's p_churn over the users scored today, read from the store at each scrape."""
 
     def __init__(self, service: RiskService):
         self.service = service
 
     def collect(self):
+        counts = self.service.counters
+        yield CounterMetricFamily(
+            "seqchurn_events_ingested", "new events stored", value=counts["events_ingested"]
+        )
+        yield CounterMetricFamily(
+            "seqchurn_alerts_raised", "alerts written", value=counts["alerts_raised"]
+        )
         p = self.service.p_churn_today()
         buckets = [(str(b), float((p <= b).sum())) for b in P_BUCKETS]
         buckets.append(("+Inf", float(len(p))))
@@ -104,9 +112,7 @@ def create_app(service: RiskService) -> FastAPI:
         registry=registry,
         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     )
-    ingested = Counter("seqchurn_events_ingested", "new events stored", registry=registry)
-    raised = Counter("seqchurn_alerts_raised", "alerts written", registry=registry)
-    registry.register(_PChurnToday(service))
+    registry.register(_ServiceCollector(service))
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
@@ -136,14 +142,9 @@ def create_app(service: RiskService) -> FastAPI:
         status = {NotFound: 404, Conflict: 409, TooLarge: 413}.get(type(err), 422)
         return _error(status, _first_line(err))
 
-    def counted(result: dict) -> dict:
-        ingested.inc(result.get("new", 0))
-        raised.inc(result.get("alerts", 0))
-        return result
-
     @app.post("/events")
     def post_events(batch: Annotated[EventBatch, Body()]) -> dict:
-        return counted(service.ingest([e.model_dump() for e in batch.events]))
+        return service.ingest([e.model_dump() for e in batch.events])
 
     @app.get("/users/{user_id}/risk")
     def get_risk(user_id: str, as_of: str | None = None) -> dict:
@@ -162,7 +163,7 @@ def create_app(service: RiskService) -> FastAPI:
 
     @app.post("/sweep")
     def post_sweep() -> dict:
-        return counted(service.sweep())
+        return service.sweep()
 
     @app.get("/summary")
     def get_summary() -> dict:
