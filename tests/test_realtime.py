@@ -130,6 +130,9 @@ def test_tier_rises_alert_once_across_restarts_and_sweeps(make_service, log_item
         assert names.index(a["new_tier"]) < names.index(a["old_tier"])
         assert a["reasons"] and 0 <= a["p_churn"] <= 1 and a["model_version"] == service.version
     assert {a["new_tier"] for a in service.alerts(tier=names[0], limit=10_000)} <= {names[0]}
+    assert len(service.alerts(since="2000-01-01T00:00:00+02:00", limit=10_000)) == len(alerts)
+    assert service.alerts(since=alerts[0]["raised_at"], limit=10_000)[0] == alerts[0]
+    assert service.alerts(since="2999-01-01", limit=10_000) == []
 
 
 def test_http_risk_score_alerts_health_metrics_and_page(make_service, log_items):

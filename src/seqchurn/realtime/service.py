@@ -33,7 +33,8 @@ from seqchurn.inference import Scorer, load_model
 from seqchurn.realtime.store import EVENT_COLUMNS, Store
 
 CLOCKS = ("server", "events")
-NS_PER_DAY = 86_400 * 10**9
+# Alert times as fixed-width UTC text, so that comparing the text compares the times.
+STAMP = "%Y-%m-%dT%H:%M:%S.%f+00:00"
 
 
 class NotFound(DataError):
@@ -247,7 +248,7 @@ class RiskService:
         ranked = pd.DataFrame({"user_id": list(user_ids)}).merge(scored, how="left")
         old = before.reindex(ranked["user_id"]).to_numpy()
         rose = ranked["tier_rank"].to_numpy(dtype=np.float64) < old
-        stamp = pd.Timestamp.now(tz="UTC").isoformat()
+        stamp = pd.Timestamp.now(tz="UTC").strftime(STAMP)
         rows = [
             {
                 "raised_at": stamp,
@@ -397,7 +398,8 @@ class RiskService:
                 since = pd.Timestamp(since)
             except ValueError:
                 raise DataError(f"since must be an ISO 8601 time, got {since!r}") from None
-            since = (since.tz_localize("UTC") if since.tzinfo is None else since).isoformat()
+            since = since.tz_localize("UTC") if since.tzinfo is None else since.tz_convert("UTC")
+            since = since.strftime(STAMP)
         with self.store.reading() as conn:
             rows = self.store.read_alerts(conn, since, tier, limit)
         for row in rows:
