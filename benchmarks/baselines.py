@@ -10,8 +10,10 @@ from sklearn.linear_model import LogisticRegression
 
 from seqchurn.baselines.bgnbd import BGNBDBaseline
 from seqchurn.baselines.rfm import LogisticRFM, recency_score
+from seqchurn.baselines.survival import CoxBaseline, KaplanMeierBaseline
 from seqchurn.baselines.trees import SummaryBaseline
 from seqchurn.data.labels import make_snapshots
+from seqchurn.survival_metrics import restricted_mean
 
 SUMMARY_KINDS = ("logreg", "rf", "lgbm", "lgbm_untuned")
 
@@ -25,9 +27,11 @@ def run_baselines(dm, seed: int) -> dict[str, dict]:
 
     Returns:
         method -> {"p": (N,) p_churn, "later": (N,) higher = later churn, "seconds"}, in the
-        row order of dm.snapshots["test"].
+        row order of dm.snapshots["test"]; the time-to-churn methods (BG/NBD, Cox, Kaplan-Meier)
+        add "surv": (N, K) P(tau > edge) at the head's bin edges dm.bin_edges.
     """
-    events, test = dm.events, dm.snapshots["test"]
+    events, test, train = dm.events, dm.snapshots["test"], dm.snapshots["train"]
+    edges = list(dm.bin_edges)
     horizon, cutoff = int(dm.hparams.horizon_days), int(dm.test_cutoff)
     activity = dm.hparams.activity_event_types
     known_users = pd.concat(
@@ -62,14 +66,35 @@ def run_baselines(dm, seed: int) -> dict[str, dict]:
     bg = BGNBDBaseline(activity).fit(events[events["user_id"].isin(known_users)], cutoff)
     scored = bg.predict(events, cutoff, horizon).set_index("user_id")["p_churn"]
     p = scored.reindex(test["user_id"]).to_numpy()
-    out["bgnbd"] = {"p": p, "later": -p, "seconds": time.perf_counter() - started}
+    users, surv = bg.predict_survival(events, cutoff, horizon, edges)
+    surv = pd.DataFrame(surv, index=users).reindex(test["user_id"]).to_numpy()
+    out["bgnbd"] = {"p": p, "later": -p, "surv": surv, "seconds": time.perf_counter() - started}
+
+    # Time to churn from the stacked training snapshots, whose labels end by the test cutoff.
+    started = time.perf_counter()
+    surv = (
+        CoxBaseline(edges, activity, horizon)
+        .fit(events, train, cutoff)
+        .predict_survival(events, test)
+    )
+    out["cox"] = _from_curve(surv, edges, started)
+    started = time.perf_counter()
+    surv = KaplanMeierBaseline(horizon).fit(train, cutoff).predict_survival(len(test), edges)
+    out["km"] = _from_curve(surv, edges, started)
 
     for kind in SUMMARY_KINDS:
         started = time.perf_counter()
         model = SummaryBaseline(
             kind=kind, activity_event_types=activity, horizon_days=horizon, seed=seed
         )
-        model.fit(events, dm.snapshots["train"], dm.snapshots["val"], test_cutoff=cutoff)
+        model.fit(events, train, dm.snapshots["val"], test_cutoff=cutoff)
         p = model.predict_proba(events, test)
         out[f"{kind}_summary"] = {"p": p, "later": -p, "seconds": time.perf_counter() - started}
     return out
+
+
+def _from_curve(surv: np.ndarray, edges: list, started: float) -> dict:
+    """A survival baseline's entry: p_churn = 1 - S(0), ranked later by the area under S."""
+    later = restricted_mean(surv, np.asarray(edges, np.float64))
+    seconds = time.perf_counter() - started
+    return {"p": 1.0 - surv[:, 0], "later": later, "surv": surv, "seconds": seconds}

@@ -16,8 +16,16 @@ def add_oracle_ratio(results: pd.DataFrame) -> None:
     results["oracle_ratio"] = (results["auroc"] - 0.5) / (ref - 0.5)
 
 
-def _metric_input(pred: dict, metric: str) -> np.ndarray:
-    return pred["later"] if metric == "cindex" else pred["p"]
+_INPUT = {"cindex": "later", "ibs": "ibs_rows"}  # what each metric reads; the rest read p
+
+
+def _metric_input(pred: dict, metric: str) -> np.ndarray | None:
+    return pred.get(_INPUT.get(metric, "p"))
+
+
+def _comparable(arrays: list) -> bool:
+    """Every array there and finite: a method without a curve has no IBS to compare."""
+    return all(a is not None and np.isfinite(a).all() for a in arrays)
 
 
 def bootstrap_table(
@@ -27,9 +35,11 @@ def bootstrap_table(
 
     Args:
         scores: dataset -> {group, y, tau, observed, users, preds}, preds being method -> a
-            list (one per seed) of {"p", "later"}.
+            list (one per seed) of {"p", "later"} and, for methods with a survival curve,
+            "ibs_rows" (each row's share of the integrated Brier score).
         models: the methods to compare; references: reference -> the metrics to compare on.
         draws: bootstrap draws (seed 0, so a rerun gives the same intervals).
+        A (method, reference, metric) with an input missing or NaN at some cutoff is left out.
 
     Returns:
         One row per (group, method, reference, metric): mean_diff, lo, hi, per_cutoff.
@@ -43,13 +53,15 @@ def bootstrap_table(
                 continue
             for method in methods:
                 for metric in metrics:
+                    a = [[_metric_input(pr, metric) for pr in v["preds"][method]] for v in parts]
+                    b = [[_metric_input(v["preds"][ref][0], metric)] for v in parts]
+                    if not _comparable([x for cut in a + b for x in cut]):
+                        continue
                     res = paired_bootstrap(
                         y_by_cutoff=[v["y"] for v in parts],
                         users_by_cutoff=[v["users"] for v in parts],
-                        a_by_cutoff=[
-                            [_metric_input(pr, metric) for pr in v["preds"][method]] for v in parts
-                        ],
-                        b_by_cutoff=[[_metric_input(v["preds"][ref][0], metric)] for v in parts],
+                        a_by_cutoff=a,
+                        b_by_cutoff=b,
                         metric=metric,
                         tau_by_cutoff=[v["tau"] for v in parts],
                         observed_by_cutoff=[v["observed"] for v in parts],

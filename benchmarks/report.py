@@ -30,6 +30,11 @@ _TABLE_METRICS = (
     ("calib_large", "mean p − rate"),
     ("lift10", "lift@10%"),
     ("cindex", "C-index"),
+    ("ibs", "IBS"),
+    ("td_auc_30", "AUC 30d"),
+    ("td_auc_90", "AUC 90d"),
+    ("td_auc_180", "AUC 180d"),
+    ("uno_c", "Uno's C"),
     ("oracle_ratio", "oracle ratio"),
 )
 
@@ -121,6 +126,7 @@ def _results_tables(results: pd.DataFrame, meta: dict) -> list[str]:
             f"{d['n_test']:,} test customers" if "n_test" in d else None,
             f"churn rate {d['churn_rate']:.3f}" if "churn_rate" in d else None,
             f"test cutoff {d['test_cutoff']}" if "test_cutoff" in d else None,
+            f"IBS over days 0–{d['ibs_days']:g}" if (d.get("ibs_days") or 0) > 0 else None,
         ]
         facts = ", ".join(f for f in facts if f)
         out.append(f"#### {dataset}" + (f" ({facts})" if facts else ""))
@@ -190,7 +196,7 @@ def _bootstrap_tables(boot: pd.DataFrame, results: pd.DataFrame) -> list[str]:
 
 def _ablation_table(ablation: pd.DataFrame) -> str:
     ref = ablation.loc[ablation["ablation"] == "default", "auroc"]
-    names = ("auroc", "ap_returners", "brier", "ece", "calib_large", "cindex")
+    names = ("auroc", "ap_returners", "brier", "ece", "calib_large", "cindex", "ibs")
     cols = [c for c in names if c in ablation]
     rows = [
         [r["ablation"]]
@@ -233,7 +239,7 @@ def results_markdown(
         ablation: score_table columns plus `ablation` and `seconds` (may be empty).
         gaps: `fairness.largest_gaps` output (may be empty).
         meta: seeds, draws, minutes, cpus, quick, `datasets` (dataset, n_test, churn_rate,
-            test_cutoff) and optionally `ablation_title`.
+            test_cutoff, optionally ibs_days) and optionally `ablation_title`.
     """
     seeds = ", ".join(str(s) for s in meta.get("seeds", []))
     head = (
@@ -243,14 +249,20 @@ def results_markdown(
     parts = [head + (" (quick run: small data, not the protocol)." if meta.get("quick") else ".")]
     parts.append(
         "Mean ± standard deviation over seeds (runs = seeds). AUROC, AP, lift, C-index and "
-        "oracle ratio: higher is better; Brier, log loss and ECE (15 bins): lower is better."
+        "oracle ratio: higher is better; Brier, log loss and ECE (15 bins): lower is better. "
+        "Time to churn, for the methods with a survival curve at the bin edges (the models, "
+        "cox, km, bgnbd): IPCW integrated Brier score (IBS, lower is better) over the bins the "
+        "test snapshot observes, time-dependent AUC at 30/90/180 days and Uno's C of the "
+        "restricted mean time (higher is better); – where a horizon is past what the snapshot "
+        "observes."
     )
     if results is not None and not results.empty:
         parts += _results_tables(results, meta)
     if boot is not None and not boot.empty:
         parts.append(
             "### Paired customer-level bootstrap\n\nDifference of means and 95% interval; bold "
-            "where it excludes 0. For Brier, negative means the method beats the reference."
+            "where it excludes 0. For Brier and ibs, negative means the method beats the "
+            "reference."
         )
         parts += _bootstrap_tables(boot, results if results is not None else pd.DataFrame())
     if ablation is not None and not ablation.empty:

@@ -7,7 +7,8 @@ The protocol is benchmarks/protocol.yaml: datasets, models, seeds, references an
 as lists of Hydra overrides of conf/train.yaml. Each run is `seqchurn.train.train(cfg)` on the
 composed config. Methods: the ChurnModule models (every seed) and the baselines (logistic
 RFM, recency, BG/NBD, logistic regression / random forest / LightGBM on the summary
-features), then paired customer-level bootstrap intervals against the references,
+features, Cox and Kaplan-Meier for the time to churn), each with the survival metrics where
+it gives a curve, then paired customer-level bootstrap intervals against the references,
 ablations, a fairness report, plots, and the README section (benchmarks/report.py).
 """
 
@@ -20,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,8 @@ import pandas as pd
 
 from seqchurn.data.labels import to_date
 from seqchurn.fairness import largest_gaps
-from seqchurn.metrics import score_table
+from seqchurn.metrics import UndefinedMetricWarning, score_table
+from seqchurn.survival_metrics import SURVIVAL_COLUMNS, Censoring, ibs_rows, survival_scores
 from seqchurn.plots import reliability_plot, roc_pr_plots
 from seqchurn.train import train
 
@@ -51,7 +54,8 @@ def run_model(overrides: list[str], work: Path) -> tuple[dict, object, dict]:
     """Train one composed config; its test predictions aligned with the test snapshot rows.
 
     Returns:
-        ({"p", "later"} arrays, the datamodule, train()'s metrics).
+        ({"p", "later", "surv"} arrays, the datamodule, train()'s metrics); surv is (N, K)
+        P(tau > edge) at the model's bin edges.
     """
     out = Path(tempfile.mkdtemp(dir=work))
     metrics, objects = train(compose_cfg(overrides, out))
@@ -61,21 +65,40 @@ def run_model(overrides: list[str], work: Path) -> tuple[dict, object, dict]:
     tau_mean = np.full(n, np.nan)
     p[pred["index"]] = pred["p_churn"]
     tau_mean[pred["index"]] = pred["tau_mean"]
+    surv = np.full((n, pred["surv"].shape[1]), np.nan)
+    surv[pred["index"]] = pred["surv"]
     edges = objects["model"].hparams.bin_edges
     shutil.rmtree(out, ignore_errors=True)
-    return {"p": p, "later": tau_mean if len(edges) > 1 else -p}, objects["datamodule"], metrics
+    later = tau_mean if len(edges) > 1 else -p
+    return {"p": p, "later": later, "surv": surv}, objects["datamodule"], metrics
 
 
-def score_row(test: pd.DataFrame, name: str, pred: dict) -> dict:
-    """score_table's row of one method's predictions on a test snapshot."""
+def score_row(test: pd.DataFrame, name: str, pred: dict, edges=None) -> dict:
+    """score_table's row of one method's predictions on a test snapshot.
+
+    A method with a survival curve ("surv" at `edges`) adds the survival metrics and keeps
+    each row's share of the integrated Brier score in pred["ibs_rows"] for the bootstrap;
+    the others get NaN there.
+    """
+    tau, observed = test["tau"].to_numpy(), test["observed"].to_numpy()
     table = score_table(
         test["y"].to_numpy(),
         {name: pred["p"]},
-        tau=test["tau"].to_numpy(),
-        observed=test["observed"].to_numpy(),
+        tau=tau,
+        observed=observed,
         later={name: pred["later"]},
     )
-    return table.iloc[0].to_dict()
+    row = table.iloc[0].to_dict()
+    surv = pred.get("surv")
+    row.update(dict.fromkeys(SURVIVAL_COLUMNS, np.nan))
+    if surv is not None and edges is not None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UndefinedMetricWarning)
+            row.update(survival_scores(surv, edges, tau, observed))
+        if caught:  # one line per method, named
+            log.warning("%s: %s", name, "; ".join(str(w.message) for w in caught))
+        pred["ibs_rows"], _ = ibs_rows(surv, edges, tau, observed)
+    return row
 
 
 def run_dataset(ds: dict, protocol: dict, models: list[str], work: Path) -> tuple[list, dict]:
@@ -108,10 +131,11 @@ def run_dataset(ds: dict, protocol: dict, models: list[str], work: Path) -> tupl
         p = dm.oracle["p_churn_oracle"].to_numpy()
         preds["oracle"] = [{"p": p, "later": -p, "seconds": 0.0}]
     test = dm.snapshots["test"]
+    edges = [float(e) for e in dm.bin_edges]
     rows = []
     for method, seed_preds in preds.items():
         for i, pred in enumerate(seed_preds):
-            row = score_row(test, name=method, pred=pred)
+            row = score_row(test, name=method, pred=pred, edges=edges)
             row.update(
                 dataset=ds["name"],
                 group=ds["group"],
@@ -137,6 +161,8 @@ def run_dataset(ds: dict, protocol: dict, models: list[str], work: Path) -> tupl
             "n_test": int(len(y)),
             "churn_rate": float(y.mean()),
             "test_cutoff": to_date(int(dm.test_cutoff)),
+            # the integrated Brier score covers the finite bins this snapshot observes
+            "ibs_days": min(edges[-1], Censoring(test["tau"], test["observed"]).max_time),
         },
     }
     return rows, scores
@@ -149,7 +175,8 @@ def run_ablations(protocol: dict, work: Path) -> pd.DataFrame:
         t0 = time.perf_counter()
         overrides = merge_overrides(variant["overrides"], protocol["overrides"])
         pred, dm, _ = run_model(overrides, work)
-        row = score_row(dm.snapshots["test"], name=variant["name"], pred=pred)
+        edges = [float(e) for e in dm.bin_edges]
+        row = score_row(dm.snapshots["test"], name=variant["name"], pred=pred, edges=edges)
         row.update(ablation=variant["name"], seconds=time.perf_counter() - t0)
         rows.append(row)
         log.info("ablation %s: auroc %.4f", variant["name"], row["auroc"])

@@ -58,12 +58,20 @@ def test_quick_benchmark_writes_results_and_leaves_the_readme_alone(tmp_path):
         "logreg_summary",
         "rf_summary",
         "lgbm_summary",
+        "cox",
+        "km",
         "oracle",
     }
     assert expected <= set(results["method"])
     assert results[["auroc", "brier", "cindex", "oracle_ratio"]].notna().all().all()
+    # The synthetic test snapshot's labels end at C + H: it observes tau up to 0 days only, so
+    # Uno's C is there for the methods with a curve and IBS and the AUCs at 30+ days are not.
+    curves = results["method"].isin(["logistic", "bgnbd", "cox", "km"])
+    assert results.loc[curves, "uno_c"].notna().all() and results["ibs"].isna().all()
+    assert results.loc[~curves, "uno_c"].isna().all()
     assert results.loc[results["method"] == "oracle", "oracle_ratio"].iloc[0] == pytest.approx(1.0)
     boot = pd.read_csv(tmp_path / "bootstrap.csv")
+    # cox and km are references on IBS only, which this snapshot cannot observe: left out.
     assert set(boot["reference"]) == {"logistic_rfm", "bgnbd", "logreg_summary", "lgbm_summary"}
     assert (boot["lo"] <= boot["mean_diff"]).all() and (boot["mean_diff"] <= boot["hi"]).all()
     assert json.loads((tmp_path / "benchmark.json").read_text())["meta"]["quick"] is True
@@ -132,6 +140,9 @@ def test_results_markdown_tables(bench):
                     "seed": seed,
                     "auroc": auroc,
                     "brier": 0.1,
+                    "ibs": 0.08,
+                    "td_auc_90": 0.7,
+                    "td_auc_180": float("nan"),
                     "seconds": 10.0,
                     "fit_s": 8.0,
                     "test_s": 1.0,
@@ -145,6 +156,9 @@ def test_results_markdown_tables(bench):
                 "seed": None,
                 "auroc": 0.79,
                 "brier": 0.11,
+                "ibs": float("nan"),
+                "td_auc_90": float("nan"),
+                "td_auc_180": float("nan"),
                 "seconds": 0.5,
                 "fit_s": None,
                 "test_s": None,
@@ -199,20 +213,23 @@ def test_results_markdown_tables(bench):
                 "n_test": 23570,
                 "churn_rate": 0.838,
                 "test_cutoff": "1997-12-31",
+                "ibs_days": 90.0,
             }
         ],
     }
     md = bench.report.results_markdown(results, boot=boot, ablation=ablation, gaps=gaps, meta=meta)
     assert "Seeds 0, 1, 2; 1000 bootstrap draws; 42.0 min on 2 CPUs." in md
     assert (
-        "#### cdnow@1997-12-31 (23,570 test customers, churn rate 0.838, test cutoff 1997-12-31)"
-        in md
+        "#### cdnow@1997-12-31 (23,570 test customers, churn rate 0.838, test cutoff 1997-12-31, "
+        "IBS over days 0–90)" in md
     )
+    # The survival columns render where some method has them; a column of NaN only does not.
+    assert "| method | runs | AUROC | Brier | IBS | AUC 90d | seconds (fit / test) |" in md
     assert (
-        "| lstm | 3 | 0.8100 ± 0.0100 | 0.1000 ± 0.0000 | 10.0 ± 0.0 (8.0 ± 0.0 / 1.0 ± 0.0) |"
-        in md
+        "| lstm | 3 | 0.8100 ± 0.0100 | 0.1000 ± 0.0000 | 0.0800 ± 0.0000 | 0.7000 ± 0.0000 | "
+        "10.0 ± 0.0 (8.0 ± 0.0 / 1.0 ± 0.0) |" in md
     )
-    assert "| logistic_rfm | 1 | 0.7900 | 0.1100 | 0.5 |" in md
+    assert "| logistic_rfm | 1 | 0.7900 | 0.1100 | – | – | 0.5 |" in md
     assert "| lstm | logistic_rfm | **+0.0150 [+0.0040, +0.0250]** |" in md
     assert "| lstm | logistic_rfm | cdnow@1997-09-30 | +0.0100 [-0.0100, +0.0200] |" in md
     assert "| no summary features | 0.7900 | -0.0100 | 4.0 |" in md
@@ -279,7 +296,15 @@ def test_quick_protocol_is_the_full_one_made_small(bench):
     assert syn["overrides"] == ["data=synthetic", "data.synthetic.n_users=2000"]
     assert "trainer.max_epochs=2" in quick["overrides"]
     assert "trainer.max_epochs=2" not in full["overrides"]
-    assert set(full["references"]) == {"logistic_rfm", "bgnbd", "logreg_summary", "lgbm_summary"}
+    assert set(full["references"]) == {
+        "logistic_rfm",
+        "bgnbd",
+        "logreg_summary",
+        "lgbm_summary",
+        "cox",
+        "km",
+    }
+    assert full["references"]["cox"] == ("ibs",) and "ibs" in full["references"]["bgnbd"]
 
 
 def test_every_run_of_the_protocol_composes(bench, tmp_path):

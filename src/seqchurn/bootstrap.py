@@ -16,7 +16,7 @@ import numpy as np
 
 from seqchurn.metrics import check_labels, check_scores
 
-BOOT_METRICS = ("auroc", "brier", "ap_returners", "cindex")
+BOOT_METRICS = ("auroc", "brier", "ap_returners", "cindex", "ibs")
 # Draws per weight matrix: bounds memory at rows x 64 floats; fixed, so draws never depend on it.
 _DRAW_CHUNK = 64
 
@@ -204,6 +204,8 @@ def _stat(metric: str, score: np.ndarray, y: np.ndarray, tau, observed, concorda
         return _brier_stat(score, y.astype(np.float64))
     if metric == "cindex":
         return (concordance or _concordance(tau, observed, len(score))).stat(score)
+    if metric == "ibs":  # each row's share, censoring weights held at the full sample's
+        return lambda w: _ratio(score @ w, w.sum(0))
     raise ValueError(f"metric must be one of {BOOT_METRICS}, got {metric!r}")
 
 
@@ -234,15 +236,16 @@ def paired_bootstrap(
     picks customer ids with replacement from the union of all cutoffs' customers and gives
     every row of a picked customer, at every cutoff, the customer's multiplicity as its weight.
     A's metric is the mean over its seeds (one array per seed); the pooled statistic is the
-    mean over cutoffs of the per-cutoff difference. For "brier" the difference is also A - B,
-    so there a negative difference means A is better; for the others positive is better.
+    mean over cutoffs of the per-cutoff difference. For "brier" and "ibs" the difference is also
+    A - B, so there a negative difference means A is better; for the others positive is better.
 
     Args:
         y_by_cutoff, users_by_cutoff: per cutoff, (N_c,) labels and customer ids.
         a_by_cutoff: per cutoff, a list of (N_c,) arrays, one per seed of method A.
         b_by_cutoff: per cutoff, a list of (N_c,) arrays of method B (seeds averaged likewise).
-        metric: "auroc", "brier", "ap_returners" (arrays are p_churn) or "cindex" (arrays are
-            `later` scores, higher = later churn, against tau / observed).
+        metric: "auroc", "brier", "ap_returners" (arrays are p_churn), "cindex" (arrays are
+            `later` scores, higher = later churn, against tau / observed) or "ibs" (arrays are
+            each row's share of the integrated Brier score, `survival_metrics.ibs_rows`).
         tau_by_cutoff, observed_by_cutoff: per cutoff, (N_c,) arrays; needed for "cindex".
         n_draws, seed: draws of the bootstrap and the seed of its generator (deterministic).
 

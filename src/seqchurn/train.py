@@ -21,7 +21,7 @@ from seqchurn.callbacks import Recalibration, RiskTiers, SurvivalCheck, gather_r
 from seqchurn.data.sequences import INDEX
 from seqchurn.errors import DataError
 from seqchurn.metrics import auroc, oracle_ratio, report_metrics
-from seqchurn.models.heads import p_churn, tau_restricted_mean
+from seqchurn.models.heads import p_churn, survival_at_edges, tau_restricted_mean
 
 log = logging.getLogger(__name__)
 # Written beside the checkpoints when fit ends normally; its absence marks an interrupted run.
@@ -50,7 +50,7 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
 
     Returns:
         (metrics, objects): the logged metrics as floats; objects holds the datamodule, model,
-        trainer, best_ckpt and test_predictions (arrays index, p_churn, tau_mean in the row
+        trainer, best_ckpt and test_predictions (arrays index, p_churn, tau_mean, surv in the row
         order of datamodule.snapshots["test"]).
     """
     pl.seed_everything(cfg.seed, workers=True)
@@ -158,7 +158,7 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
 
 
 def test_predictions(trainer: pl.Trainer, model, datamodule, ckpt: str | None) -> dict:
-    """p_churn and tau_mean of the test snapshots, gathered across ranks, in row order."""
+    """p_churn, tau_mean and P(tau > edge) of the test snapshots, across ranks, in row order."""
     outputs = trainer.predict(
         model, dataloaders=datamodule.test_dataloader(), ckpt_path=ckpt, return_predictions=True
     )
@@ -171,6 +171,7 @@ def test_predictions(trainer: pl.Trainer, model, datamodule, ckpt: str | None) -
         INDEX: rows[INDEX],
         "p_churn": p_churn(logits).numpy().astype(np.float64),
         "tau_mean": tau_restricted_mean(logits, edges).numpy().astype(np.float64),
+        "surv": survival_at_edges(logits).numpy().astype(np.float64),  # (N, K-1) at the edges
         "has_time": len(edges) > 1,
     }
 

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
-from scipy.special import betaln, gammaln
+from scipy.special import betaln, gammaln, hyp2f1
 
 from seqchurn.data.labels import activity_mask
 
@@ -110,6 +110,27 @@ def p_no_activity(params: BGNBDParams, x, t_x, T, horizon_weeks: float) -> np.nd
     return (1.0 - alive) + alive * silent_if_alive
 
 
+def p_silent_window(
+    params: BGNBDParams, x, t_x, T, start_weeks, horizon_weeks: float
+) -> np.ndarray:
+    """P(no transaction in (T + s, T + s + H]) per customer and start s: (N,), (S,) -> (N, S).
+
+    Alive at T, lambda ~ Gamma(r + x, alpha + T) and p ~ Beta(a, b + x) independently; alive
+    at T + s with probability E[exp(-lambda p s)], then silent for H with exp(-lambda H). The
+    expectations over p are Gauss hypergeometric functions (Euler's integral):
+    E_p[(1 + p z)^-(r+x)] = 2F1(r + x, a; a + b + x; -z).
+    """
+    x, t_x, T = (v[:, None] for v in _as_arrays(x, t_x, T))
+    s = np.asarray(start_weeks, np.float64)[None, :]
+    r, alpha, a, b = params.r, params.alpha, params.a, params.b
+    alive = p_alive(params, x, t_x, T)
+    shape, rate = r + x, alpha + T
+    stays = hyp2f1(shape, a, a + b + x, -s / rate)  # E[exp(-lambda p s)]
+    silent = np.exp(shape * (np.log(rate) - np.log(rate + horizon_weeks)))
+    stays_then_buys = stays - silent * hyp2f1(shape, a, a + b + x, -s / (rate + horizon_weeks))
+    return np.clip(1.0 - alive * stays_then_buys, 0.0, 1.0)
+
+
 def rfm_summary(
     events: pd.DataFrame, cutoff_day: int, activity_event_types: Sequence[str] | None = None
 ) -> pd.DataFrame:
@@ -155,3 +176,21 @@ class BGNBDBaseline:
         s = rfm_summary(events, cutoff_day, self.activity_event_types)
         p = p_no_activity(self.params, s["x"], s["t_x"], s["T"], horizon_days / DAYS_PER_WEEK)
         return pd.DataFrame({"user_id": s["user_id"].to_numpy(), "p_churn": p})
+
+    def predict_survival(
+        self, events: pd.DataFrame, cutoff_day: int, horizon_days: int, days: Sequence[float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(user ids, (N, D) S(d)) at `cutoff_day`, S(d) = 1 - P(silent on days C+d+1 .. C+d+H).
+
+        A silent H-window starting d days after C means the churn onset came by then, so this
+        is exact at d = 0 (1 - p_churn) and above P(tau > d) after: it misses the silences
+        that end in a return.
+        """
+        if self.params is None:
+            raise RuntimeError("BGNBDBaseline.predict_survival called before fit")
+        s = rfm_summary(events, cutoff_day, self.activity_event_types)
+        start = np.asarray(days, np.float64) / DAYS_PER_WEEK
+        silent = p_silent_window(
+            self.params, s["x"], s["t_x"], s["T"], start, horizon_days / DAYS_PER_WEEK
+        )
+        return s["user_id"].to_numpy(), 1.0 - silent

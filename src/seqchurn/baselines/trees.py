@@ -96,9 +96,10 @@ class SummaryBaseline:
         self.fit_seconds_ = float("nan")
 
     # -- features ---------------------------------------------------------------------------
-    def _raw(
+    def features(
         self, events: pd.DataFrame, snapshots: pd.DataFrame, fit_types: bool = False
     ) -> pd.DataFrame:
+        """Raw summary features per snapshot row; `fit_types` picks the count types first."""
         index = EventIndex(events, activity_mask(events, self.activity_event_types))
         user_ids = snapshots["user_id"].to_numpy(dtype=object)
         codes = index.user_codes(user_ids)
@@ -153,7 +154,7 @@ class SummaryBaseline:
                 )
         else:
             check_label_windows(val_snapshots, test_cutoff, self.horizon_days, "validation")
-        raw = self._raw(events, train_snapshots, fit_types=True)
+        raw = self.features(events, train_snapshots, fit_types=True)
         self.feature_names_ = list(raw.columns)
         y = train_snapshots["y"].to_numpy(np.int64)
         if self.kind == "logreg":
@@ -162,7 +163,7 @@ class SummaryBaseline:
             )
         x = self._matrix(raw)
         if val_snapshots is not None and self.kind != "lgbm_untuned":
-            x_val = self._matrix(self._raw(events, val_snapshots))
+            x_val = self._matrix(self.features(events, val_snapshots))
             y_val = val_snapshots["y"].to_numpy(np.int64)
             if len(np.unique(y_val)) < 2:
                 raise DataError(
@@ -247,7 +248,7 @@ class SummaryBaseline:
         """p_churn for each snapshot row, in row order."""
         if self.count_types_ is None:
             raise RuntimeError("SummaryBaseline.predict_proba called before fit")
-        x = self._matrix(self._raw(events, snapshots))
+        x = self._matrix(self.features(events, snapshots))
         return _p_churn(self.model_, x, self.best_params_.get("num_boost_round"))
 
 
