@@ -93,6 +93,16 @@ def test_predictions_equal_the_trained_module_and_have_every_column(trained, tmp
     np.testing.assert_allclose(
         merged.set_index("user_id").loc[order, "p_churn"], from_test, rtol=1e-5, atol=1e-6
     )
+    # the curve the benchmark's survival metrics read is predict's s_d at the bin edges
+    edges = list(best.hparams.bin_edges)
+    for d in (30, 90, 180):
+        if d in edges:
+            np.testing.assert_allclose(
+                merged.set_index("user_id").loc[order, f"s_{d}"],
+                in_test["surv"][:, edges.index(d)],
+                rtol=1e-5,
+                atol=1e-6,
+            )
 
     assert pred["p_churn"].between(0, 1).all()
     s = pred[["s_30", "s_90", "s_180"]].to_numpy()
