@@ -7,9 +7,10 @@ The protocol is benchmarks/protocol.yaml: datasets, models, seeds, references an
 as lists of Hydra overrides of conf/train.yaml. Each run is `seqchurn.train.train(cfg)` on the
 composed config. Methods: the ChurnModule models (every seed) and the baselines (logistic
 RFM, recency, BG/NBD, logistic regression / random forest / LightGBM on the summary
-features, Cox and Kaplan-Meier for the time to churn), each with the survival metrics where
-it gives a curve, then paired customer-level bootstrap intervals against the references,
-ablations, a fairness report, plots, and the README section (benchmarks/report.py).
+features, LightGBM on per type x window aggregates, Cox and Kaplan-Meier for the time to
+churn), each with the survival metrics where it gives a curve, then paired customer-level
+bootstrap intervals against the references, ablations, a fairness report, plots, and the
+README section (benchmarks/report.py).
 """
 
 from __future__ import annotations

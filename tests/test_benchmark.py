@@ -60,6 +60,7 @@ def test_quick_benchmark_writes_results_and_leaves_the_readme_alone(tmp_path):
         "lgbm_summary",
         "cox",
         "km",
+        "lgbm_aggregates",
         "oracle",
     }
     assert expected <= set(results["method"])
@@ -72,7 +73,13 @@ def test_quick_benchmark_writes_results_and_leaves_the_readme_alone(tmp_path):
     assert results.loc[results["method"] == "oracle", "oracle_ratio"].iloc[0] == pytest.approx(1.0)
     boot = pd.read_csv(tmp_path / "bootstrap.csv")
     # cox and km are references on IBS only, which this snapshot cannot observe: left out.
-    assert set(boot["reference"]) == {"logistic_rfm", "bgnbd", "logreg_summary", "lgbm_summary"}
+    assert set(boot["reference"]) == {
+        "logistic_rfm",
+        "bgnbd",
+        "logreg_summary",
+        "lgbm_summary",
+        "lgbm_aggregates",
+    }
     assert (boot["lo"] <= boot["mean_diff"]).all() and (boot["mean_diff"] <= boot["hi"]).all()
     assert json.loads((tmp_path / "benchmark.json").read_text())["meta"]["quick"] is True
     assert "| logistic |" in (tmp_path / "results.md").read_text()
@@ -303,6 +310,7 @@ def test_quick_protocol_is_the_full_one_made_small(bench):
         "lgbm_summary",
         "cox",
         "km",
+        "lgbm_aggregates",
     }
     assert full["references"]["cox"] == ("ibs",) and "ibs" in full["references"]["bgnbd"]
 

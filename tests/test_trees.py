@@ -1,4 +1,7 @@
-"""SummaryBaseline on simulated BG/NBD customers: it ranks, and nothing from the test period fits or tunes it."""
+"""SummaryBaseline on simulated BG/NBD customers: it ranks, and nothing from the test period fits or tunes it.
+
+"lgbm_aggregates" is LightGBM on the aggregate features (data/aggregates.py), the field's reference.
+"""
 
 from __future__ import annotations
 
@@ -44,26 +47,30 @@ def data():
 @pytest.fixture(scope="module")
 def fitted(data):
     def fit(kind):
-        return SummaryBaseline(kind=kind, seed=0).fit(
-            data["events"], data["train"], data["val"], TEST_CUTOFF
-        )
+        return _baseline(kind).fit(data["events"], data["train"], data["val"], TEST_CUTOFF)
 
-    return {kind: fit(kind) for kind in ("logreg", "rf", "lgbm")}
+    return {kind: fit(kind) for kind in ("logreg", "rf", "lgbm", "lgbm_aggregates")}
 
 
-@pytest.mark.parametrize("kind", ["logreg", "rf", "lgbm"])
+def _baseline(kind: str) -> SummaryBaseline:
+    if kind == "lgbm_aggregates":
+        return SummaryBaseline(kind="lgbm", features="aggregates", seed=0)
+    return SummaryBaseline(kind=kind, seed=0)
+
+
+@pytest.mark.parametrize("kind", ["logreg", "rf", "lgbm", "lgbm_aggregates"])
 def test_summary_baselines_rank_held_out_customers(data, fitted, kind):
     p = fitted[kind].predict_proba(data["events"], data["test"])
     assert p.shape == (len(data["test"]),) and np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
     assert roc_auc_score(data["test"]["y"], p) > 0.75
 
 
-@pytest.mark.parametrize("kind", ["logreg", "rf", "lgbm"])
+@pytest.mark.parametrize("kind", ["logreg", "rf", "lgbm", "lgbm_aggregates"])
 def test_tuning_reads_the_validation_snapshots(data, fitted, kind):
     model = fitted[kind]
     best = max(model.val_scores_, key=model.val_scores_.get)
-    name, value = next(iter(model.best_params_.items()))
-    assert value == best  # the kept setting is the validation argmax ...
+    value = tuple(model.best_params_.values())  # (leaves, rounds) on the aggregates
+    assert value == (best if isinstance(best, tuple) else (best,))  # the validation argmax ...
     p_val = model.predict_proba(data["events"], data["val"])
     # ... and its score is the validation AUROC of the kept model
     assert roc_auc_score(data["val"]["y"], p_val) == pytest.approx(
@@ -71,14 +78,12 @@ def test_tuning_reads_the_validation_snapshots(data, fitted, kind):
     )
 
 
-@pytest.mark.parametrize("kind", ["logreg", "lgbm"])
+@pytest.mark.parametrize("kind", ["logreg", "lgbm", "lgbm_aggregates"])
 def test_events_after_the_test_cutoff_change_nothing(data, fitted, kind):
     """Features read only up to each cutoff and labels end by the test cutoff: the later log is invisible."""
     events = data["events"]
     early = events[events["day"] <= TEST_CUTOFF].reset_index(drop=True)
-    model = SummaryBaseline(kind=kind, seed=0).fit(
-        early, data["train"], data["val"], test_cutoff=TEST_CUTOFF
-    )
+    model = _baseline(kind).fit(early, data["train"], data["val"], test_cutoff=TEST_CUTOFF)
     assert model.best_params_ == fitted[kind].best_params_
     assert model.val_scores_ == pytest.approx(fitted[kind].val_scores_)
     np.testing.assert_allclose(
@@ -88,10 +93,11 @@ def test_events_after_the_test_cutoff_change_nothing(data, fitted, kind):
     )
 
 
-def test_fit_refuses_label_windows_past_the_test_cutoff(data):
+@pytest.mark.parametrize("kind", ["logreg", "lgbm_aggregates"])
+def test_fit_refuses_label_windows_past_the_test_cutoff(data, kind):
     late = make_snapshots(data["events"], [TEST_CUTOFF - 30], H, TEST_CUTOFF + H)
     late = late[late["user_id"].isin(set(data["train"]["user_id"]))].reset_index(drop=True)
-    model = SummaryBaseline(kind="logreg")
+    model = _baseline(kind)
     with pytest.raises(DataError, match="training snapshot at 2021-03-01.*test-period labels"):
         model.fit(
             data["events"],
@@ -106,3 +112,10 @@ def test_fit_refuses_label_windows_past_the_test_cutoff(data):
         model.fit(data["events"], data["test"], data["val"], TEST_CUTOFF)
     with pytest.raises(ValueError, match="val_snapshots"):
         model.fit(data["events"], data["train"], None, TEST_CUTOFF)
+
+
+def test_aggregates_are_lightgbm_only():
+    with pytest.raises(ValueError, match="kind='lgbm'"):
+        SummaryBaseline(kind="logreg", features="aggregates")
+    with pytest.raises(ValueError, match="features must be one of"):
+        SummaryBaseline(features="sequence")

@@ -2,7 +2,9 @@
 
 The features are `summary_features` with the count types the Preprocessor would pick
 from the same training snapshots, so these baselines see exactly what the summary
-branch of the networks sees. Tuning (C, forest depth, LightGBM's number of rounds)
+branch of the networks sees; or, with `features="aggregates"`, the field's reference for
+event-sequence models: LightGBM on the activity summary plus the per type x window
+aggregates of data/aggregates.py. Tuning (C, forest depth, LightGBM's number of rounds)
 uses only the validation snapshots, and `fit` refuses any snapshot whose label window
 ends after the test cutoff: no test-period data tunes anything.
 """
@@ -20,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
+from seqchurn.data.aggregates import aggregate_features
 from seqchurn.data.features import EventIndex, last_events, summary_features
 from seqchurn.data.labels import activity_mask, to_date, to_day
 from seqchurn.errors import DataError
@@ -39,6 +42,10 @@ LGBM_PATIENCE = 200
 LGBM_UNTUNED_ROUNDS = (
     100  # LGBMClassifier's default n_estimators, with its default lr 0.1 and 31 leaves
 )
+FEATURES = ("summary", "aggregates")
+# The aggregates have ~20 columns per event type: the tree size is tuned too, not only rounds.
+AGGREGATE_LEAVES_GRID = (7, 15, 31)
+AGGREGATE_MAX_TYPES = 20  # the most frequent types get their own aggregates (a cost bound)
 
 
 def check_label_windows(snapshots: pd.DataFrame, test_cutoff, horizon_days: int, what: str) -> None:
@@ -68,6 +75,9 @@ class SummaryBaseline:
         seed: seed of the forest / booster; a fit is deterministic given the seed.
         num_threads: threads of the forest / booster (fixed, so results do not depend on the machine).
         max_event_types, max_len: as in the Preprocessor, to pick the same per-type count features.
+        features: "summary" (the networks' summary features) or "aggregates" (the activity
+            summary and the aggregates of data/aggregates.py; "lgbm" only, its number of
+            leaves picked on validation AUROC as well as its rounds).
     """
 
     def __init__(
@@ -79,9 +89,17 @@ class SummaryBaseline:
         num_threads: int = 1,
         max_event_types: int = 50,
         max_len: int = 256,
+        features: str = "summary",
     ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if features not in FEATURES:
+            raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
+        if features == "aggregates" and kind != "lgbm":
+            raise ValueError(
+                f"features='aggregates' is LightGBM's reference: kind='lgbm', not {kind!r}"
+            )
+        self.features = features
         self.kind = kind
         self.activity_event_types = list(activity_event_types) if activity_event_types else None
         self.horizon_days = int(horizon_days)
@@ -119,7 +137,16 @@ class SummaryBaseline:
             self.count_types_ = [
                 str(t) for t in types[np.lexsort((types, -counts))][: self.max_event_types]
             ]
-        return summary_features(index, codes, cutoffs, self.count_types_)
+        if self.features == "summary":
+            return summary_features(index, codes, cutoffs, self.count_types_)
+        types = self.count_types_[:AGGREGATE_MAX_TYPES]
+        return pd.concat(
+            [
+                summary_features(index, codes, cutoffs, count_types=[]),
+                aggregate_features(index, codes, cutoffs, types),
+            ],
+            axis=1,
+        )
 
     def _matrix(self, raw: pd.DataFrame) -> np.ndarray:
         x = raw.to_numpy(np.float64)
@@ -225,24 +252,37 @@ class SummaryBaseline:
         }
 
     def _fit_lgbm(self, x, y, x_val, y_val) -> None:
-        """Boost on training rows; the validation AUROC after each round picks the number of rounds."""
-        params = self._lgbm_params({**LGBM_TUNED, "metric": "auc"})
-        train = lgb.Dataset(x, y, free_raw_data=True)
-        val = lgb.Dataset(x_val, y_val, reference=train, free_raw_data=True)
-        curve: dict = {}
-        self.model_ = lgb.train(
-            params,
-            train,
-            num_boost_round=LGBM_MAX_ROUNDS,
-            valid_sets=[val],
-            valid_names=["val"],
-            callbacks=[
-                lgb.early_stopping(LGBM_PATIENCE, verbose=False),
-                lgb.record_evaluation(curve),
-            ],
-        )
-        self.val_scores_ = {i + 1: float(s) for i, s in enumerate(curve["val"]["auc"])}
-        self.best_params_ = {"num_boost_round": int(self.model_.best_iteration)}
+        """Boost on training rows; the validation AUROC after each round picks the number of
+        rounds (and, on the aggregates, of the leaves: val_scores_ is then keyed by both)."""
+        grid = AGGREGATE_LEAVES_GRID if self.features == "aggregates" else (None,)
+        train = lgb.Dataset(x, y, free_raw_data=False)
+        val = lgb.Dataset(x_val, y_val, reference=train, free_raw_data=False)
+        best = None
+        for leaves in grid:
+            extra = {} if leaves is None else {"num_leaves": leaves}
+            params = self._lgbm_params({**LGBM_TUNED, **extra, "metric": "auc"})
+            curve: dict = {}
+            model = lgb.train(
+                params,
+                train,
+                num_boost_round=LGBM_MAX_ROUNDS,
+                valid_sets=[val],
+                valid_names=["val"],
+                callbacks=[
+                    lgb.early_stopping(LGBM_PATIENCE, verbose=False),
+                    lgb.record_evaluation(curve),
+                ],
+            )
+            for i, score in enumerate(curve["val"]["auc"]):
+                self.val_scores_[i + 1 if leaves is None else (leaves, i + 1)] = float(score)
+            rounds = int(model.best_iteration)
+            score = curve["val"]["auc"][rounds - 1]
+            if best is None or score > best[0]:
+                best = (score, leaves, rounds, model)
+        _, leaves, rounds, self.model_ = best
+        self.best_params_ = {"num_boost_round": rounds}
+        if leaves is not None:
+            self.best_params_ = {"num_leaves": leaves, **self.best_params_}
 
     def predict_proba(self, events: pd.DataFrame, snapshots: pd.DataFrame) -> np.ndarray:
         """p_churn for each snapshot row, in row order."""

@@ -10,6 +10,8 @@ it, the sizes grow, reasons get a sentence by its unit), and clean_events keepin
 A channel derived from the timestamps: its entry plus one line in features._derived_channels.
 Adding a summary feature: one entry in BASE_SUMMARY (or in `summary_table` for a windowed
 family) plus its computation in features._WHOLE_HISTORY, keyed by the entry's name.
+Aggregate features (`aggregate_table`, data/aggregates.py) feed the tree reference only, no
+model tensor: an entry names its statistic, event type and window, and the code reads those.
 """
 
 from __future__ import annotations
@@ -26,6 +28,21 @@ class Kind(StrEnum):
     EVENT_TYPE = "event_type"  # the event-type embedding of the (B, T) ids, one entry per type
     SUMMARY = "summary"  # a column of the (B, S) summary tensor, per snapshot
     ATTRIBUTE = "attribute"  # a static user attribute of the (B, A) tensor
+    AGGREGATE = "aggregate"  # a column of the aggregate frame of the tree reference, no tensor
+
+
+class Stat(StrEnum):
+    """What an AGGREGATE entry computes over its events (of its type, in its window)."""
+
+    COUNT = "count"
+    AMOUNT_SUM = "amount_sum"
+    AMOUNT_MEAN = "amount_mean"  # NaN without events
+    AMOUNT_STD = "amount_std"  # sample standard deviation; NaN with fewer than 2 events
+    DAYS_SINCE_LAST = "days_since_last"  # from the end of day C; NaN without events
+    DAYS_SINCE_FIRST = "days_since_first"
+    GAP_MEAN = "gap_mean"  # days between consecutive events; NaN with fewer than 2 events
+    GAP_STD = "gap_std"  # NaN with fewer than 3 events
+    GAP_MAX = "gap_max"
 
 
 class Unit(StrEnum):
@@ -56,6 +73,7 @@ class Feature:
             (log1p-scaled; None when derived from the timestamps), or an ATTRIBUTE's column
             of the user table.
         is_time: the SEQUENCE channel the Transformer reads as its time-aware position.
+        stat: what an AGGREGATE entry computes; None for the other kinds.
     """
 
     name: str
@@ -65,6 +83,7 @@ class Feature:
     window_days: int | None = None
     column: str | None = None
     is_time: bool = False
+    stat: Stat | None = None
 
 
 SEQUENCE_CHANNELS = (
@@ -96,6 +115,44 @@ def summary_table(count_types: Sequence[str]) -> tuple[Feature, ...]:
         ]
         windowed.append(Feature(f"spend_{w}d", Kind.SUMMARY, Unit.CURRENCY, window_days=w))
     return BASE_SUMMARY + tuple(windowed)
+
+
+AGGREGATE_WINDOWS = (*WINDOWS, None)  # None = the whole history up to C
+_WINDOWED_STATS = (
+    (Stat.COUNT, Unit.COUNT),
+    (Stat.AMOUNT_SUM, Unit.CURRENCY),
+    (Stat.AMOUNT_MEAN, Unit.CURRENCY),
+    (Stat.AMOUNT_STD, Unit.CURRENCY),
+)
+_HISTORY_STATS = (
+    Stat.DAYS_SINCE_LAST,
+    Stat.DAYS_SINCE_FIRST,
+    Stat.GAP_MEAN,
+    Stat.GAP_STD,
+    Stat.GAP_MAX,
+)
+
+
+def aggregate_table(event_types: Sequence[str]) -> tuple[Feature, ...]:
+    """The aggregate features of the tree reference, in column order, in the style of
+    event-sequence libraries: for all events, then for each of `event_types`, the count and
+    amount sum, mean and standard deviation per window (30/90/180 days and the whole history),
+    then days since the last and the first event and the gap statistics over the whole history.
+    Events of every type count (not only activity); all read events on or before C."""
+    table = []
+    for t in (None, *event_types):
+        tag = "all" if t is None else t
+        for w in AGGREGATE_WINDOWS:
+            span = "all" if w is None else f"{w}d"
+            table += [
+                Feature(f"agg_{tag}_{span}_{s}", Kind.AGGREGATE, u, t, w, stat=s)
+                for s, u in _WINDOWED_STATS
+            ]
+        table += [
+            Feature(f"agg_{tag}_{s}", Kind.AGGREGATE, Unit.DAYS, event_type=t, stat=s)
+            for s in _HISTORY_STATS
+        ]
+    return tuple(table)
 
 
 def input_table(
