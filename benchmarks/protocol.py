@@ -34,8 +34,10 @@ def load_protocol(quick: bool, path: Path = PROTOCOL) -> dict:
 
     Returns:
         models, seeds, draws, overrides (every run), references (reference -> metrics),
-        fairness, datasets (name, group, overrides) and ablations (title, variants of
-        name and overrides, each merged with the ablations' shared overrides).
+        fairness, datasets (name, group, overrides, and `path`: the absolute path of a
+        dataset's file outside the repository, given relative to it, passed as data.path)
+        and ablations (title, variants of name and overrides, each merged with the
+        ablations' shared overrides).
     """
     spec = yaml.safe_load(Path(path).read_text())
     quick_spec = spec["quick"] if quick else {}
@@ -52,10 +54,7 @@ def load_protocol(quick: bool, path: Path = PROTOCOL) -> dict:
         "overrides": merge_overrides(spec["overrides"], quick_spec.get("overrides", [])),
         "references": {k: tuple(v) for k, v in spec["references"].items()},
         "fairness": dict(spec["fairness"]),
-        "datasets": [
-            {**d, "overrides": merge_overrides(d["overrides"], extra.get(d["name"], []))}
-            for d in datasets
-        ],
+        "datasets": [_dataset(d, extra.get(d["name"], [])) for d in datasets],
         "ablations": {
             "title": ablations["title"],
             "variants": [
@@ -67,6 +66,14 @@ def load_protocol(quick: bool, path: Path = PROTOCOL) -> dict:
             ],
         },
     }
+
+
+def _dataset(spec: dict, extra: list[str]) -> dict:
+    out = {**spec, "overrides": merge_overrides(spec["overrides"], extra)}
+    if "path" in spec:  # relative to the repository, not to wherever the runner starts
+        out["path"] = str((ROOT / spec["path"]).resolve())
+        out["overrides"] = merge_overrides(out["overrides"], [f"data.path={out['path']}"])
+    return out
 
 
 def compose_cfg(overrides: list[str], out_dir: Path) -> DictConfig:

@@ -245,6 +245,14 @@ def main() -> None:
     ]
     if not chosen:
         parser.error(f"--datasets: none of {args.datasets} is among {names}")
+    absent = [d for d in chosen if "path" in d and not Path(d["path"]).exists()]
+    if absent and not args.quick:  # a full run's tables must hold every dataset
+        parser.error(f"{absent[0]['name']} reads {absent[0]['path']}, which does not exist")
+    for d in absent:
+        log.warning("skipping %s: %s does not exist", d["name"], d["path"])
+    chosen = [d for d in chosen if d not in absent]
+    if not chosen:
+        parser.error("no dataset left to run")
     rows, scores = [], {}
     for ds in chosen:
         ds_rows, scores[ds["name"]] = run_dataset(

@@ -297,6 +297,10 @@ def test_quick_protocol_is_the_full_one_made_small(bench):
         "cdnow@1997-09-30",
         "synthetic-bgnbd",
         "synthetic-sequence",
+        "git-pytest@2026-03-31",
+        "git-pytest@2025-12-31",
+        "git-pytest@2025-09-30",
+        "git-pytest@2025-06-30",
     ]
     assert (quick["seeds"], quick["draws"], len(quick["ablations"]["variants"])) == ([0], 200, 3)
     syn = next(d for d in quick["datasets"] if d["name"] == "synthetic-bgnbd")
@@ -313,6 +317,23 @@ def test_quick_protocol_is_the_full_one_made_small(bench):
         "lgbm_aggregates",
     }
     assert full["references"]["cox"] == ("ibs",) and "ibs" in full["references"]["bgnbd"]
+
+
+def test_git_pytest_protocol_is_fixed_and_reads_its_file_from_the_repository(bench):
+    """H = 90, the last four quarter ends with C + H <= the log's last day, pooled; the file
+    is outside the repository, resolved from it (not from where the runner starts)."""
+    full = bench.protocol.load_protocol(quick=False)
+    git = [d for d in full["datasets"] if d["group"] == "git-pytest-h90"]
+    path = (ROOT / ".." / "shared" / "datasets" / "git_pytest" / "events.csv.gz").resolve()
+    cutoffs = []
+    for d in git:
+        assert d["path"] == str(path) and f"data.path={path}" in d["overrides"]
+        cutoffs += [o.split("=", 1)[1] for o in d["overrides"] if o.startswith("data.test_cutoff")]
+    last_day = to_day("2026-08-20")
+    ends = pd.date_range("2024-01-01", "2026-08-20", freq="QE").strftime("%Y-%m-%d")
+    assert cutoffs == [c for c in ends if to_day(c) + 90 <= last_day][::-1][:4]
+    cfg = bench.protocol.compose_cfg(git[0]["overrides"], ROOT)
+    assert cfg.data.horizon_days == 90 and cfg.data.train_cutoffs is None
 
 
 def test_every_run_of_the_protocol_composes(bench, tmp_path):
