@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 
+from seqchurn.data.ablation import check_ablation
 from seqchurn.data.events import MAX_VALUE, clean_events, read_raw, read_users
 from seqchurn.data.features import EventIndex, summary_features
 from seqchurn.data.labels import (
@@ -60,6 +61,7 @@ class ChurnDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1024,
         num_workers: int = 0,
         balanced_sampling: bool = False,
+        ablate: str | None = None,
         seed: int = 0,
         synthetic: SimulatedLog | None = None,
         segments: Mapping | None = None,
@@ -77,6 +79,7 @@ class ChurnDataModule(pl.LightningDataModule):
         )
         check_settings({"num_workers": num_workers, "split_seed": split_seed}, positive_int=False)
         check_fraction("data.val_fraction", val_fraction, upper_open=True)
+        check_ablation(ablate)
         check_fraction("data.test_user_fraction", test_user_fraction, upper_open=True)
         if not (isinstance(max_value, (int, float)) and 0 < max_value < float("inf")):
             raise DataError(f"data.max_value must be a positive finite number, got {max_value!r}")
@@ -159,7 +162,13 @@ class ChurnDataModule(pl.LightningDataModule):
 
         index = EventIndex(events, activity_mask(events, activity))
         self.preprocessor, train = Preprocessor.fit_transform(
-            index, self.snapshots["train"], users, hp.max_len, hp.max_event_types, activity
+            index,
+            self.snapshots["train"],
+            users,
+            hp.max_len,
+            hp.max_event_types,
+            activity,
+            ablate=hp.ablate,
         )
         self.datasets = {"train": train} | {
             k: self.preprocessor.transform(index, self.snapshots[k], users) for k in ("val", "test")

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from seqchurn.data.ablation import ablate_events, check_ablation
 from seqchurn.data.feature_table import SEQUENCE_CHANNELS, Feature, input_table
 from seqchurn.data.features import RaggedEvents, last_events, summary_features
 from seqchurn.data.timeline import EventIndex
@@ -48,6 +49,7 @@ class Preprocessor:
     static_vocab: dict[str, dict[str, int]] = field(default_factory=dict)
     max_len: int = 256
     activity_event_types: list[str] | None = None
+    ablate: str | None = None  # data/ablation.py: applied to every split and at prediction
 
     @property
     def count_types(self) -> list[str]:
@@ -83,10 +85,14 @@ class Preprocessor:
         max_len: int = 256,
         max_event_types: int = 50,
         activity_event_types: Sequence[str] | None = None,
+        ablate: str | None = None,
     ) -> tuple["Preprocessor", "SnapshotDataset"]:
         """`fit` and then `transform` of the same snapshots, their inputs gathered once."""
         codes, cutoffs = _codes_and_cutoffs(index, snapshots)
         ragged = last_events(index, codes=codes, cutoffs=cutoffs, max_len=max_len, keep_raw=False)
+        ablate_events(
+            ragged, check_ablation(ablate), snapshots["user_id"].to_numpy(object), cutoffs
+        )
         counts = np.bincount(ragged.type_code, minlength=len(ragged.type_names))
         types = ragged.type_names.astype(str)
         seen = counts > 0
@@ -114,6 +120,7 @@ class Preprocessor:
             static_vocab=static_vocab,
             max_len=max_len,
             activity_event_types=list(activity_event_types) if activity_event_types else None,
+            ablate=ablate,
         )
         del logs
         # summary_table(list(vocab)) and summary_table(pre.count_types) are the same columns
@@ -138,6 +145,7 @@ class Preprocessor:
             )
         codes, cutoffs = _codes_and_cutoffs(index, snapshots)
         ragged = last_events(index, codes, cutoffs, self.max_len, keep_raw=keep_raw)
+        ablate_events(ragged, self.ablate, snapshots["user_id"].to_numpy(object), cutoffs)
         raw = summary_features(index, codes=codes, cutoffs=cutoffs, count_types=self.count_types)
         return self._dataset(ragged, raw, snapshots, users, keep_raw)
 
