@@ -100,7 +100,7 @@ def run_baselines(dm, seed: int) -> dict[str, dict]:
         horizon_days=horizon,
         seed=seed,
     )
-    model.fit(events, dm.snapshots["train"], dm.snapshots["val"], test_cutoff=cutoff)
+    model.fit(events, train, dm.snapshots["val"], test_cutoff=cutoff)
     p = model.predict_proba(events, test)
     out["lgbm_aggregates"] = {"p": p, "later": -p, "seconds": time.perf_counter() - started}
     return out
