@@ -95,7 +95,7 @@ def run_baselines(dm, seed: int) -> dict[str, dict]:
     started = time.perf_counter()
     model = SummaryBaseline(
         kind="lgbm",
-        features="aggregates",
+        feature_set="aggregates",
         activity_event_types=activity,
         horizon_days=horizon,
         seed=seed,

@@ -54,7 +54,7 @@ def fitted(data):
 
 def _baseline(kind: str) -> SummaryBaseline:
     if kind == "lgbm_aggregates":
-        return SummaryBaseline(kind="lgbm", features="aggregates", seed=0)
+        return SummaryBaseline(kind="lgbm", feature_set="aggregates", seed=0)
     return SummaryBaseline(kind=kind, seed=0)
 
 
@@ -116,6 +116,6 @@ def test_fit_refuses_label_windows_past_the_test_cutoff(data, kind):
 
 def test_aggregates_are_lightgbm_only():
     with pytest.raises(ValueError, match="kind='lgbm'"):
-        SummaryBaseline(kind="logreg", features="aggregates")
-    with pytest.raises(ValueError, match="features must be one of"):
-        SummaryBaseline(features="sequence")
+        SummaryBaseline(kind="logreg", feature_set="aggregates")
+    with pytest.raises(ValueError, match="feature_set must be one of"):
+        SummaryBaseline(feature_set="sequence")

@@ -2,7 +2,7 @@
 
 The features are `summary_features` with the count types the Preprocessor would pick
 from the same training snapshots, so these baselines see exactly what the summary
-branch of the networks sees; or, with `features="aggregates"`, the field's reference for
+branch of the networks sees; or, with `feature_set="aggregates"`, the field's reference for
 event-sequence models: LightGBM on the activity summary plus the per type x window
 aggregates of data/aggregates.py. Tuning (C, forest depth, LightGBM's number of rounds)
 uses only the validation snapshots, and `fit` refuses any snapshot whose label window
@@ -42,7 +42,7 @@ LGBM_PATIENCE = 200
 LGBM_UNTUNED_ROUNDS = (
     100  # LGBMClassifier's default n_estimators, with its default lr 0.1 and 31 leaves
 )
-FEATURES = ("summary", "aggregates")
+FEATURE_SETS = ("summary", "aggregates")
 # The aggregates have ~20 columns per event type: the tree size is tuned too, not only rounds.
 AGGREGATE_LEAVES_GRID = (7, 15, 31)
 AGGREGATE_MAX_TYPES = 20  # the most frequent types get their own aggregates (a cost bound)
@@ -75,7 +75,7 @@ class SummaryBaseline:
         seed: seed of the forest / booster; a fit is deterministic given the seed.
         num_threads: threads of the forest / booster (fixed, so results do not depend on the machine).
         max_event_types, max_len: as in the Preprocessor, to pick the same per-type count features.
-        features: "summary" (the networks' summary features) or "aggregates" (the activity
+        feature_set: "summary" (the networks' summary features) or "aggregates" (the activity
             summary and the aggregates of data/aggregates.py; "lgbm" only, its number of
             leaves picked on validation AUROC as well as its rounds).
     """
@@ -89,17 +89,17 @@ class SummaryBaseline:
         num_threads: int = 1,
         max_event_types: int = 50,
         max_len: int = 256,
-        features: str = "summary",
+        feature_set: str = "summary",
     ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        if features not in FEATURES:
-            raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
-        if features == "aggregates" and kind != "lgbm":
+        if feature_set not in FEATURE_SETS:
+            raise ValueError(f"feature_set must be one of {FEATURE_SETS}, got {feature_set!r}")
+        if feature_set == "aggregates" and kind != "lgbm":
             raise ValueError(
-                f"features='aggregates' is LightGBM's reference: kind='lgbm', not {kind!r}"
+                f"feature_set='aggregates' is LightGBM's reference: kind='lgbm', not {kind!r}"
             )
-        self.features = features
+        self.feature_set = feature_set
         self.kind = kind
         self.activity_event_types = list(activity_event_types) if activity_event_types else None
         self.horizon_days = int(horizon_days)
@@ -137,7 +137,7 @@ class SummaryBaseline:
             self.count_types_ = [
                 str(t) for t in types[np.lexsort((types, -counts))][: self.max_event_types]
             ]
-        if self.features == "summary":
+        if self.feature_set == "summary":
             return summary_features(index, codes, cutoffs, self.count_types_)
         types = self.count_types_[:AGGREGATE_MAX_TYPES]
         return pd.concat(
@@ -254,7 +254,7 @@ class SummaryBaseline:
     def _fit_lgbm(self, x, y, x_val, y_val) -> None:
         """Boost on training rows; the validation AUROC after each round picks the number of
         rounds (and, on the aggregates, of the leaves: val_scores_ is then keyed by both)."""
-        grid = AGGREGATE_LEAVES_GRID if self.features == "aggregates" else (None,)
+        grid = AGGREGATE_LEAVES_GRID if self.feature_set == "aggregates" else (None,)
         train = lgb.Dataset(x, y, free_raw_data=False)
         val = lgb.Dataset(x_val, y_val, reference=train, free_raw_data=False)
         best = None
