@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 SURVIVAL_DAYS = (30, 90, 180, 365)
 PRECISIONS = ("32-true", "bf16-mixed")
 RFM_COLUMNS = ("recency_days", "frequency_days", "monetary_mean")
+MAX_DAYS = 100_000  # a time to churn beyond ~270 years has no calendar date
 
 
 def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> ChurnModule:
@@ -97,10 +98,10 @@ def prediction_columns(
         median = mean = np.full(len(logits), np.nan)
     out["tau_median_days"] = median
     out["tau_mean_days"] = mean
-    days = np.where(np.isnan(median), np.nan, cutoff + np.floor(np.nan_to_num(median)))
-    out["expected_churn_date"] = pd.to_datetime(
-        days, unit="D"
-    ).to_numpy()  # NaT where the median is empty
+    # NaT where the median is empty or not a date (pandas raises on the latter, not NaT)
+    dated = np.isfinite(median) & (np.abs(median) < MAX_DAYS)
+    days = np.where(dated, cutoff + np.floor(np.where(dated, median, 0.0)), np.nan)
+    out["expected_churn_date"] = pd.to_datetime(days, unit="D").to_numpy()
     return out
 
 
