@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,33 +22,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seqchurn.data.events import MAX_VALUE, clean_events, merge_same_day_events, read_users
+from seqchurn.data.events import merge_same_day_events, read_users
 from seqchurn.data.labels import to_date
 from seqchurn.data.timestamps import config_day
 from seqchurn.errors import DataError
 from seqchurn.explain import explainer
 from seqchurn.inference import Scorer, load_model
-from seqchurn.realtime.store import EVENT_COLUMNS, Store
+from seqchurn.realtime.store import Store
+from seqchurn.realtime.validation import (
+    Conflict,
+    Limits,
+    NotFound,
+    TooLarge,
+    server_day,
+    validate_events,
+)
+
+__all__ = ["Conflict", "Limits", "NotFound", "RiskService", "TooLarge"]
 
 CLOCKS = ("server", "events")
 # Alert times as fixed-width UTC text, so that comparing the text compares the times.
 STAMP = "%Y-%m-%dT%H:%M:%S.%f+00:00"
-
-
-class NotFound(DataError):
-    """A user the store does not hold (HTTP 404)."""
-
-
-class Conflict(DataError):
-    """A question the store cannot answer, such as a score before the latest event (HTTP 409)."""
-
-
-class TooLarge(DataError):
-    """A batch over the configured limit (HTTP 413)."""
-
-
-def server_day() -> int:
-    return int(time.time() // 86_400)
 
 
 def checkpoint_hash(path: str | Path) -> str:
@@ -83,13 +75,6 @@ class _Pending:
     frame: pd.DataFrame
     reply: dict | None = None
     error: BaseException | None = None
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_batch_events: int = 10_000
-    max_future_days: int = 1  # events dated later than the server's today + this are refused
-    max_value: float = MAX_VALUE
 
 
 class RiskService:
@@ -148,40 +133,8 @@ class RiskService:
     # -- input ----------------------------------------------------------------------------
 
     def validate(self, items: Sequence[Mapping], need_ids: bool = True) -> pd.DataFrame:
-        """JSON events -> the store's columns, checked by `clean_events`; DataError if any is bad."""
-        if len(items) > self.limits.max_batch_events:
-            raise TooLarge(
-                f"{len(items)} events in one request; the limit is "
-                f"limits.max_batch_events={self.limits.max_batch_events}"
-            )
-        if not items:
-            raise DataError("the request has no events")
-        frame = pd.DataFrame(list(items))
-        if not need_ids:
-            frame["event_id"] = np.arange(len(frame)).astype(str)
-        elif "event_id" not in frame or frame["event_id"].isna().any():
-            raise DataError("every event needs an event_id (retries are told apart by it)")
-        frame["event_id"] = frame["event_id"].astype(str)
-        try:
-            clean, _ = clean_events(
-                frame,
-                header_lines=0,
-                timestamp_format=self.timestamp_format,
-                max_value=self.limits.max_value,
-                carry=["event_id"],
-            )
-        except DataError as err:  # a file's "line N" is the request's Nth event
-            raise DataError(re.sub(r"\blines?\b(\(s\))?", "event", str(err))) from None
-        latest = server_day() + self.limits.max_future_days
-        future = clean["day"].to_numpy() > latest
-        if future.any():
-            first = clean.loc[future].iloc[0]
-            raise DataError(
-                f"{int(future.sum())} event(s) dated after {to_date(latest)} (the server's today + "
-                f"limits.max_future_days), e.g. event_id {first['event_id']!r} at {first['timestamp']}"
-            )
-        clean["ts_ns"] = clean["timestamp"].to_numpy().astype("datetime64[ns]").astype(np.int64)
-        return clean[[*EVENT_COLUMNS, "timestamp"]]
+        """JSON events -> the store's columns (`validation.validate_events`)."""
+        return validate_events(items, self.limits, self.timestamp_format, need_ids)
 
     # -- scoring --------------------------------------------------------------------------
 
