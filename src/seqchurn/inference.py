@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 SURVIVAL_DAYS = (30, 90, 180, 365)
 PRECISIONS = ("32-true", "bf16-mixed")
 RFM_COLUMNS = ("recency_days", "frequency_days", "monetary_mean")
-MAX_DAYS = 100_000  # a time to churn beyond ~270 years has no calendar date
+MAX_DAYS = 106_000  # days since 1970 that datetime64[ns] holds (to 2262)
 
 
 def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> ChurnModule:
@@ -98,10 +98,12 @@ def prediction_columns(
         median = mean = np.full(len(logits), np.nan)
     out["tau_median_days"] = median
     out["tau_mean_days"] = mean
-    # NaT where the median is empty or not a date (pandas raises on the latter, not NaT)
-    dated = np.isfinite(median) & (np.abs(median) < MAX_DAYS)
-    days = np.where(dated, cutoff + np.floor(np.where(dated, median, 0.0)), np.nan)
-    out["expected_churn_date"] = pd.to_datetime(days, unit="D").to_numpy()
+    # Whole days as integers, NaT where the median is empty or past the datetime64[ns] range:
+    # pandas' float path (to_datetime(unit="D")) raised FloatingPointError in the service.
+    days = cutoff + np.floor(np.nan_to_num(median, nan=0.0, posinf=0.0, neginf=0.0))
+    dated = np.isfinite(median) & (np.abs(days) < MAX_DAYS)
+    dates = np.where(dated, days, 0).astype(np.int64).astype("datetime64[D]")
+    out["expected_churn_date"] = np.where(dated, dates, np.datetime64("NaT")).astype("M8[ns]")
     return out
 
 
