@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,20 +51,6 @@ def checkpoint_hash(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:12]
-
-
-def _jsonable(value):
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, pd.Timestamp):
-        return value.date().isoformat()
-    if value is pd.NaT or value is None:
-        return None
-    if isinstance(value, np.datetime64):
-        return None if np.isnat(value) else pd.Timestamp(value).date().isoformat()
-    return value
 
 
 @dataclass
@@ -210,7 +195,7 @@ class RiskService:
                 "old_tier": self.tier_names[int(old_rank)],
                 "new_tier": self.tier_names[int(new_rank)],
                 "p_churn": float(p),
-                "reasons": json.dumps(_jsonable(why)),
+                "reasons": json.dumps(why if isinstance(why, str) else None),
                 "model_version": self.version,
             }
             for user, new_rank, p, why, old_rank in zip(
