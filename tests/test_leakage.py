@@ -86,3 +86,22 @@ def test_retrained_on_the_enlarged_log_gives_identical_test_predictions(tmp_path
         preds.append(train(cfg)[1]["test_predictions"])
     np.testing.assert_array_equal(preds[0]["index"], preds[1]["index"])
     np.testing.assert_array_equal(preds[0]["p_churn"], preds[1]["p_churn"])
+
+
+def test_train_fraction_keeps_a_nested_subset_of_training_users_only(make_cfg):
+    """A smaller data.train_fraction drops training users only: validation and test rows stay,
+    and the users kept at 10% are among those kept at 30%."""
+    from hydra.utils import instantiate
+
+    kept = {}
+    for fraction in (1.0, 0.3, 0.1):
+        cfg = make_cfg(["data=synthetic", f"data.train_fraction={fraction}"])
+        dm = instantiate(cfg.data)
+        dm.setup()
+        kept[fraction] = dm
+    full, users = kept[1.0], {f: set(dm.snapshots["train"]["user_id"]) for f, dm in kept.items()}
+    assert users[0.1] < users[0.3] < users[1.0]
+    assert abs(len(users[0.1]) / len(users[1.0]) - 0.1) < 0.01
+    for dm in (kept[0.3], kept[0.1]):
+        for split in ("val", "test"):
+            pd.testing.assert_frame_equal(dm.snapshots[split], full.snapshots[split])

@@ -54,6 +54,7 @@ class ChurnDataModule(pl.LightningDataModule):
         bin_edges: Sequence[int] = DEFAULT_BIN_EDGES,
         val_fraction: float = 0.15,
         test_user_fraction: float = 0.0,
+        train_fraction: float = 1.0,
         split_seed: int = 0,
         max_len: int = 256,
         max_event_types: int = 50,
@@ -81,6 +82,9 @@ class ChurnDataModule(pl.LightningDataModule):
         check_fraction("data.val_fraction", val_fraction, upper_open=True)
         check_ablation(ablate)
         check_fraction("data.test_user_fraction", test_user_fraction, upper_open=True)
+        check_fraction("data.train_fraction", train_fraction)
+        if train_fraction == 0:
+            raise DataError("data.train_fraction must be above 0, got 0")
         if not (isinstance(max_value, (int, float)) and 0 < max_value < float("inf")):
             raise DataError(f"data.max_value must be a positive finite number, got {max_value!r}")
         self.save_hyperparameters(logger=False, ignore=["synthetic"])
@@ -142,15 +146,22 @@ class ChurnDataModule(pl.LightningDataModule):
             events, [test_cutoff], horizon, obs_end, self.bin_edges, activity
         )
 
-        test_users, val_users = split_users(
-            events, activity, test_cutoff, hp.val_fraction, hp.test_user_fraction, hp.split_seed
+        test_users, val_users, dropped = split_users(
+            events,
+            activity,
+            test_cutoff,
+            hp.val_fraction,
+            hp.test_user_fraction,
+            hp.split_seed,
+            train_fraction=hp.train_fraction,
         )
         if test_users:
             train_snaps = train_snaps[~train_snaps["user_id"].isin(test_users)]
             test_snaps = test_snaps[test_snaps["user_id"].isin(test_users)]
         in_val = train_snaps["user_id"].isin(val_users)
+        in_train = ~in_val & ~train_snaps["user_id"].isin(dropped)
         self.snapshots = {
-            "train": train_snaps[~in_val].reset_index(drop=True),
+            "train": train_snaps[in_train].reset_index(drop=True),
             "val": train_snaps[in_val].reset_index(drop=True),
             "test": test_snaps.reset_index(drop=True),
         }
@@ -264,15 +275,22 @@ def split_users(
     val_fraction: float,
     test_user_fraction: float,
     seed: int,
-) -> tuple[set, set]:
-    """Held-out test users and validation users, drawn among users active by the test cutoff.
+    train_fraction: float = 1.0,
+) -> tuple[set, set, set]:
+    """Held-out test users, validation users and the training users left out, drawn among
+    users active by the test cutoff.
 
     Users whose first activity comes after the test cutoff never reach a training, validation
-    or test snapshot; drawing over them too would let later data reshuffle the split.
+    or test snapshot; drawing over them too would let later data reshuffle the split. The
+    training users kept at `train_fraction` are a prefix of one shuffle, so a smaller fraction's
+    users are among a larger one's (a data-scaling curve adds users, never swaps them), and the
+    validation and test users do not depend on it.
     """
     active = events.loc[activity_mask(events, activity_event_types), ["user_id", "day"]]
     known = np.unique(active.loc[active["day"] <= test_cutoff, "user_id"].to_numpy(dtype=object))
     shuffled = known[np.random.default_rng(seed).permutation(len(known))]
     n_test = int(round(test_user_fraction * len(known)))
     n_val = int(round(val_fraction * (len(known) - n_test)))
-    return set(shuffled[:n_test]), set(shuffled[n_test : n_test + n_val])
+    rest = shuffled[n_test + n_val :]
+    n_train = max(1, int(round(train_fraction * len(rest))))
+    return set(shuffled[:n_test]), set(shuffled[n_test : n_test + n_val]), set(rest[n_train:])
