@@ -35,7 +35,8 @@ def load_protocol(quick: bool, path: Path = PROTOCOL) -> dict:
     Returns:
         models, seeds, draws, overrides (every run), references (reference -> metrics),
         fairness, datasets (name, group, overrides, and `path`: the absolute path of a
-        dataset's file outside the repository, given relative to it, passed as data.path)
+        dataset's file outside the repository, given relative to it, passed as data.path),
+        studies (key -> title, datasets, seeds, arms, compare; quick: its datasets, seed 0)
         and ablations (title, variants of name and overrides, each merged with the
         ablations' shared overrides).
     """
@@ -45,6 +46,16 @@ def load_protocol(quick: bool, path: Path = PROTOCOL) -> dict:
     if quick:
         datasets = [d for d in datasets if d["name"] in quick_spec["datasets"]]
     extra = quick_spec.get("dataset_overrides", {})
+    studies = {}
+    for key, study in spec.get("studies", {}).items():
+        names = study["datasets"]
+        if quick:
+            names = [n for n in names if n in quick_spec["studies"]["datasets"]]
+        studies[key] = {
+            **study,
+            "datasets": names,
+            "seeds": list(quick_spec["studies"]["seeds"] if quick else study["seeds"]),
+        }
     ablations = spec["ablations"]
     variants = ablations["variants"][: quick_spec.get("ablations")]
     return {
@@ -55,6 +66,7 @@ def load_protocol(quick: bool, path: Path = PROTOCOL) -> dict:
         "references": {k: tuple(v) for k, v in spec["references"].items()},
         "fairness": dict(spec["fairness"]),
         "datasets": [_dataset(d, extra.get(d["name"], [])) for d in datasets],
+        "studies": studies,
         "ablations": {
             "title": ablations["title"],
             "variants": [

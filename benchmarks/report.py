@@ -77,7 +77,7 @@ def replace_between_markers(path: str | Path, markers: tuple[str, str], text: st
 
 
 # -- cells ---------------------------------------------------------------------------------------
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -89,7 +89,7 @@ def _num(x, digits: int = 4, sign: bool = False) -> str:
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
-def _mean_std(values: pd.Series, digits: int = 4) -> str:
+def mean_std_cell(values: pd.Series, digits: int = 4) -> str:
     v = pd.to_numeric(values, errors="coerce").dropna()
     if v.empty:
         return "–"
@@ -98,7 +98,7 @@ def _mean_std(values: pd.Series, digits: int = 4) -> str:
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
 
 
-def _interval(mean, lo, hi) -> str:
+def interval_cell(mean, lo, hi) -> str:
     text = f"{_num(mean, sign=True)} [{_num(lo, sign=True)}, {_num(hi, sign=True)}]"
     excludes_zero = not any(pd.isna(v) for v in (lo, hi)) and (lo > 0 or hi < 0)
     return f"**{text}**" if excludes_zero else text
@@ -114,12 +114,12 @@ def _results_tables(results: pd.DataFrame, meta: dict) -> list[str]:
         rows = []
         for method in part["method"].drop_duplicates():
             runs = part[part["method"] == method]
-            time_s = _mean_std(runs["seconds"], 1) if "seconds" in runs else "–"
-            split = [_mean_std(runs[c], 1) if c in runs else "–" for c in ("fit_s", "test_s")]
+            time_s = mean_std_cell(runs["seconds"], 1) if "seconds" in runs else "–"
+            split = [mean_std_cell(runs[c], 1) if c in runs else "–" for c in ("fit_s", "test_s")]
             if split != ["–", "–"]:
                 time_s += f" ({split[0]} / {split[1]})"
             rows.append(
-                [method, str(len(runs))] + [_mean_std(runs[c]) for c, _ in metrics] + [time_s]
+                [method, str(len(runs))] + [mean_std_cell(runs[c]) for c, _ in metrics] + [time_s]
             )
         d = info.get(dataset, {})
         facts = [
@@ -131,7 +131,7 @@ def _results_tables(results: pd.DataFrame, meta: dict) -> list[str]:
         facts = ", ".join(f for f in facts if f)
         out.append(f"#### {dataset}" + (f" ({facts})" if facts else ""))
         out.append(
-            _table(["method", "runs"] + [h for _, h in metrics] + ["seconds (fit / test)"], rows)
+            table(["method", "runs"] + [h for _, h in metrics] + ["seconds (fit / test)"], rows)
         )
     return out
 
@@ -145,7 +145,7 @@ def _per_cutoff_rows(part: pd.DataFrame, keyed: dict, pairs: list, names: list) 
             for k in metrics:
                 pc = keyed[(m, ref, k)].per_cutoff if (m, ref, k) in keyed else None
                 ok = isinstance(pc, (list, tuple)) and len(pc) > i
-                cell = _interval(pc[i]["mean_diff"], pc[i]["lo"], pc[i]["hi"]) if ok else "–"
+                cell = interval_cell(pc[i]["mean_diff"], pc[i]["lo"], pc[i]["hi"]) if ok else "–"
                 cells.append(cell)
             rows.append([m, ref, name] + cells)
     return rows
@@ -161,7 +161,7 @@ def _bootstrap_tables(boot: pd.DataFrame, results: pd.DataFrame) -> list[str]:
         rows = [
             [m, ref]
             + [
-                _interval(
+                interval_cell(
                     keyed[(m, ref, k)].mean_diff, keyed[(m, ref, k)].lo, keyed[(m, ref, k)].hi
                 )
                 if (m, ref, k) in keyed
@@ -171,7 +171,7 @@ def _bootstrap_tables(boot: pd.DataFrame, results: pd.DataFrame) -> list[str]:
             for m, ref in pairs
         ]
         out.append(f"#### {group}: method − reference, pooled over its test cutoffs")
-        out.append(_table(["method", "reference"] + metrics, rows))
+        out.append(table(["method", "reference"] + metrics, rows))
         names = (
             list(results.loc[results["group"] == group, "dataset"].drop_duplicates())
             if "group" in results
@@ -186,7 +186,7 @@ def _bootstrap_tables(boot: pd.DataFrame, results: pd.DataFrame) -> list[str]:
             names = names if len(names) == n_cut else [f"cutoff {i + 1}" for i in range(n_cut)]
             out.append(f"#### {group}: per test cutoff")
             out.append(
-                _table(
+                table(
                     ["method", "reference", "test set"] + metrics,
                     _per_cutoff_rows(part, keyed=keyed, pairs=pairs, names=names),
                 )
@@ -206,7 +206,7 @@ def _ablation_table(ablation: pd.DataFrame) -> str:
         for _, r in ablation.iterrows()
     ]
     header = ["ablation"] + cols + (["Δ AUROC vs default"] if len(ref) else []) + ["seconds"]
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def _gaps_table(gaps: pd.DataFrame) -> str:
@@ -220,7 +220,7 @@ def _gaps_table(gaps: pd.DataFrame) -> str:
         ]
         for _, r in gaps.iterrows()
     ]
-    return _table(["grouping", "metric", "gap", "lowest", "highest"], rows)
+    return table(["grouping", "metric", "gap", "lowest", "highest"], rows)
 
 
 def results_markdown(
@@ -229,6 +229,7 @@ def results_markdown(
     ablation: pd.DataFrame,
     gaps: pd.DataFrame,
     meta: dict,
+    studies: Sequence[str] = (),
 ) -> str:
     """The README results section: per-dataset metrics, bootstrap intervals, ablations, gaps.
 
@@ -237,6 +238,7 @@ def results_markdown(
             seed, seconds, fit_s, test_s and optionally oracle_ratio.
         boot: one row per (group, method, reference, metric) with mean_diff, lo, hi, per_cutoff.
         ablation: score_table columns plus `ablation` and `seconds` (may be empty).
+        studies: the studies' blocks (benchmarks/studies.py), after the ablations.
         gaps: `fairness.largest_gaps` output (may be empty).
         meta: seeds, draws, minutes, cpus, quick, `datasets` (dataset, n_test, churn_rate,
             test_cutoff, optionally ibs_days) and optionally `ablation_title`.
@@ -247,6 +249,11 @@ def results_markdown(
         f"{_num(meta.get('minutes'), 1)} min on {meta.get('cpus', '–')} CPUs"
     )
     parts = [head + (" (quick run: small data, not the protocol)." if meta.get("quick") else ".")]
+    if meta.get("sections"):
+        runs = ", ".join(
+            f"{s['section']} {s['minutes']:.1f} min at {s['commit']}" for s in meta["sections"]
+        )
+        parts.append(f"Sections (each cached, `--only NAME` reruns one): {runs}.")
     parts.append(
         "Mean ± standard deviation over seeds (runs = seeds). AUROC, AP, lift, C-index and "
         "oracle ratio: higher is better; Brier, log loss and ECE (15 bins): lower is better. "
@@ -269,6 +276,7 @@ def results_markdown(
         title = meta.get("ablation_title", "LSTM, one seed, cdnow@1997-12-31")
         parts.append(f"### Ablations ({title})")
         parts.append(_ablation_table(ablation))
+    parts += list(studies)
     if gaps is not None and not gaps.empty:
         parts.append("### Fairness: largest gap between groups")
         parts.append(_gaps_table(gaps))
@@ -300,5 +308,5 @@ def write_section(
 ) -> Path:
     """Write one performance table, under its lead sentence, between its README markers."""
     return replace_between_markers(
-        path, performance_markers(name), lead + "\n\n" + _table(header, rows) + "\n"
+        path, performance_markers(name), lead + "\n\n" + table(header, rows) + "\n"
     )

@@ -1,172 +1,63 @@
 """The benchmark of DESIGN section 8: every model x seeds and every baseline, on the same snapshots.
 
-    python benchmarks/run.py            # full run: benchmarks/results/ and the README table
-    python benchmarks/run.py --quick    # a few minutes, to a temporary folder, never the README
+    python benchmarks/run.py                    # full run: benchmarks/results/ and the README
+    python benchmarks/run.py --only sequence    # rerun one section, merge the cached others
+    python benchmarks/run.py --list             # the sections
+    python benchmarks/run.py --quick            # a few minutes, to a temporary folder
 
-The protocol is benchmarks/protocol.yaml: datasets, models, seeds, references and ablations
-as lists of Hydra overrides of conf/train.yaml. Each run is `seqchurn.train.train(cfg)` on the
-composed config. Methods: the ChurnModule models (every seed) and the baselines (logistic
-RFM, recency, BG/NBD, logistic regression / random forest / LightGBM on the summary
+The protocol is benchmarks/protocol.yaml: datasets, models, seeds, references, ablations and
+studies as lists of Hydra overrides of conf/train.yaml. Each run is `seqchurn.train.train(cfg)`
+on the composed config. Methods: the ChurnModule models (every seed) and the baselines
+(logistic RFM, recency, BG/NBD, logistic regression / random forest / LightGBM on the summary
 features, LightGBM on per type x window aggregates, Cox and Kaplan-Meier for the time to
 churn), each with the survival metrics where it gives a curve, then paired customer-level
-bootstrap intervals against the references, ablations, a fairness report, plots, and the
-README section (benchmarks/report.py).
+bootstrap intervals against the references, ablations, the studies (benchmarks/studies.py:
+what the sequence buys, calibration, data scaling, pretraining), a fairness report, plots,
+and the README section (benchmarks/report.py).
+
+Sections: each test snapshot (its dataset's name), `ablations` and each study. A section's
+scores are cached in the results folder's cache/ with the commit and the protocol spec that
+made them; the report merges every cached section whose spec is still the protocol's, and the
+README is rewritten only when every section of the protocol is there.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
+import subprocess
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from seqchurn.data.labels import to_date
 from seqchurn.fairness import largest_gaps
-from seqchurn.metrics import UndefinedMetricWarning, score_table
-from seqchurn.survival_metrics import SURVIVAL_COLUMNS, Censoring, ibs_rows, survival_scores
+from seqchurn.io import atomic_write
 from seqchurn.plots import reliability_plot, roc_pr_plots
-from seqchurn.train import train
 
 # Siblings in benchmarks/: Python puts a script's own folder first on its path.
-from baselines import run_baselines
 from compare import add_oracle_ratio, bootstrap_table, fairness_table
-from protocol import compose_cfg, load_protocol, merge_overrides
+from protocol import load_protocol, merge_overrides
 from report import (
     BENCHMARK_MARKERS,
     README,
     RESULTS,
+    ROOT,
     check_markers,
     replace_between_markers,
     results_markdown,
 )
+from scoring import run_dataset, run_model, score_row
+from studies import run_study, study_bootstrap, study_markdown
 
 log = logging.getLogger("seqchurn.benchmark")
-
-
-def run_model(overrides: list[str], work: Path) -> tuple[dict, object, dict]:
-    """Train one composed config; its test predictions aligned with the test snapshot rows.
-
-    Returns:
-        ({"p", "later", "surv"} arrays, the datamodule, train()'s metrics); surv is (N, K)
-        P(tau > edge) at the model's bin edges.
-    """
-    out = Path(tempfile.mkdtemp(dir=work))
-    metrics, objects = train(compose_cfg(overrides, out))
-    pred = objects["test_predictions"]
-    n = len(objects["datamodule"].snapshots["test"])
-    p = np.full(n, np.nan)
-    tau_mean = np.full(n, np.nan)
-    p[pred["index"]] = pred["p_churn"]
-    tau_mean[pred["index"]] = pred["tau_mean"]
-    surv = np.full((n, pred["surv"].shape[1]), np.nan)
-    surv[pred["index"]] = pred["surv"]
-    edges = objects["model"].hparams.bin_edges
-    shutil.rmtree(out, ignore_errors=True)
-    later = tau_mean if len(edges) > 1 else -p
-    return {"p": p, "later": later, "surv": surv}, objects["datamodule"], metrics
-
-
-def score_row(test: pd.DataFrame, name: str, pred: dict, edges=None) -> dict:
-    """score_table's row of one method's predictions on a test snapshot.
-
-    A method with a survival curve ("surv" at `edges`) adds the survival metrics and keeps
-    each row's share of the integrated Brier score in pred["ibs_rows"] for the bootstrap;
-    the others get NaN there.
-    """
-    tau, observed = test["tau"].to_numpy(), test["observed"].to_numpy()
-    table = score_table(
-        test["y"].to_numpy(),
-        {name: pred["p"]},
-        tau=tau,
-        observed=observed,
-        later={name: pred["later"]},
-    )
-    row = table.iloc[0].to_dict()
-    surv = pred.get("surv")
-    row.update(dict.fromkeys(SURVIVAL_COLUMNS, np.nan))
-    if surv is not None and edges is not None:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UndefinedMetricWarning)
-            row.update(survival_scores(surv, edges, tau, observed))
-        if caught:  # one line per method, named
-            log.warning("%s: %s", name, "; ".join(str(w.message) for w in caught))
-        pred["ibs_rows"], _ = ibs_rows(surv, edges, tau, observed)
-    return row
-
-
-def run_dataset(ds: dict, protocol: dict, models: list[str], work: Path) -> tuple[list, dict]:
-    """Every model x seed and every baseline on one dataset of the protocol.
-
-    Returns:
-        (rows of the results table, the dataset's scores: group, y, tau, observed, users,
-        preds, events, test_cutoff and the datamodule's facts for the README).
-    """
-    preds: dict[str, list[dict]] = {}
-    dm = None
-    seeds = protocol["seeds"]
-    for model in models:
-        for seed in seeds:
-            t0 = time.perf_counter()
-            overrides = merge_overrides(
-                ds["overrides"], [f"model={model}", f"seed={seed}"], protocol["overrides"]
-            )
-            pred, dm, metrics = run_model(overrides, work)
-            pred.update(
-                seconds=time.perf_counter() - t0,
-                fit_s=metrics.get("time/fit_s"),
-                test_s=metrics.get("time/test_s"),
-            )
-            preds.setdefault(model, []).append(pred)
-            log.info("%s %s seed %d: %.0f s", ds["name"], model, seed, pred["seconds"])
-    for name, pred in run_baselines(dm, seeds[0]).items():
-        preds[name] = [pred]
-    if dm.oracle is not None:
-        p = dm.oracle["p_churn_oracle"].to_numpy()
-        preds["oracle"] = [{"p": p, "later": -p, "seconds": 0.0}]
-    test = dm.snapshots["test"]
-    edges = [float(e) for e in dm.bin_edges]
-    rows = []
-    for method, seed_preds in preds.items():
-        for i, pred in enumerate(seed_preds):
-            row = score_row(test, name=method, pred=pred, edges=edges)
-            row.update(
-                dataset=ds["name"],
-                group=ds["group"],
-                method=method,
-                seed=seeds[i] if method in models else None,
-                seconds=pred["seconds"],
-                fit_s=pred.get("fit_s"),
-                test_s=pred.get("test_s"),
-            )
-            rows.append(row)
-    y = test["y"].to_numpy()
-    scores = {
-        "group": ds["group"],
-        "y": y,
-        "tau": test["tau"].to_numpy(),
-        "observed": test["observed"].to_numpy(),
-        "users": test["user_id"].to_numpy(dtype=object),
-        "preds": preds,
-        "events": dm.events,
-        "test_cutoff": int(dm.test_cutoff),
-        "facts": {
-            "dataset": ds["name"],
-            "n_test": int(len(y)),
-            "churn_rate": float(y.mean()),
-            "test_cutoff": to_date(int(dm.test_cutoff)),
-            # the integrated Brier score covers the finite bins this snapshot observes
-            "ibs_days": min(edges[-1], Censoring(test["tau"], test["observed"]).max_time),
-        },
-    }
-    return rows, scores
 
 
 def run_ablations(protocol: dict, work: Path) -> pd.DataFrame:
@@ -192,12 +83,94 @@ def _jsonable(value):
     return str(value)
 
 
-def _parser(models: list[str]) -> argparse.ArgumentParser:
+# -- sections and their cache --------------------------------------------------------------------
+def sections_of(protocol: dict) -> dict[str, dict]:
+    """Section name -> {"kind": dataset | ablations | study, "spec": what makes its scores}."""
+    shared = {"overrides": protocol["overrides"]}
+    out = {}
+    for d in protocol["datasets"]:
+        spec = {**shared, "dataset": d, "models": protocol["models"], "seeds": protocol["seeds"]}
+        out[d["name"]] = {"kind": "dataset", "spec": spec}
+    out["ablations"] = {"kind": "ablations", "spec": {**shared, **protocol["ablations"]}}
+    by_name = {d["name"]: d for d in protocol["datasets"]}
+    for key, study in protocol["studies"].items():
+        used = [by_name[n] for n in study["datasets"] if n in by_name]
+        out[key] = {"kind": "study", "spec": {**shared, "study": study, "datasets": used}}
+    return out
+
+
+def _spec_hash(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return out + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _cache_path(cache: Path, name: str) -> Path:
+    return cache / (name.replace("@", "_at_").replace("/", "_") + ".pkl")
+
+
+def save_section(cache: Path, name: str, spec: dict, payload, minutes: float) -> None:
+    entry = {"spec_hash": _spec_hash(spec), "commit": _commit(), "minutes": minutes}
+    data = pickle.dumps({**entry, "payload": payload})
+    atomic_write(_cache_path(cache, name), lambda tmp: Path(tmp).write_bytes(data))
+
+
+def load_section(cache: Path, name: str, spec: dict) -> dict | None:
+    """The cached section, or None when absent or made by another spec of it."""
+    path = _cache_path(cache, name)
+    if not path.exists():
+        return None
+    entry = pickle.loads(path.read_bytes())
+    return entry if entry["spec_hash"] == _spec_hash(spec) else None
+
+
+def run_section(name: str, section: dict, protocol: dict, work: Path):
+    kind, spec = section["kind"], section["spec"]
+    if kind == "dataset":
+        return run_dataset(spec["dataset"], protocol=protocol, models=spec["models"], work=work)
+    if kind == "ablations":
+        return run_ablations(protocol, work)
+    datasets = {d["name"]: d for d in protocol["datasets"]}
+    return run_study(spec["study"], datasets=datasets, protocol=protocol, work=work)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--quick", action="store_true", help="small data, 1 seed, a temp folder, no README"
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="SECTION",
+        help="run these sections (dataset names, a dataset group, ablations, a study), "
+        "merge the cached others",
+    )
+    parser.add_argument("--list", action="store_true", help="print the sections and exit")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="models of the dataset sections (another list than the protocol's never reaches "
+        "the README: its sections carry another spec)",
+    )
     parser.add_argument(
         "--out",
         default=None,
@@ -206,101 +179,150 @@ def _parser(models: list[str]) -> argparse.ArgumentParser:
     parser.add_argument(
         "--draws", type=int, default=None, help="bootstrap draws (default: the protocol's)"
     )
-    parser.add_argument(
-        "--datasets", nargs="+", default=None, help="a subset of the datasets, by name"
-    )
-    parser.add_argument("--models", nargs="+", default=list(models), choices=models)
-    parser.add_argument("--no-ablations", action="store_true")
     return parser
 
 
+def _chosen(only: list[str] | None, sections: dict, protocol: dict, parser) -> list[str]:
+    if only is None:
+        return list(sections)
+    groups = {}
+    for d in protocol["datasets"]:
+        groups.setdefault(d["group"], []).append(d["name"])
+    chosen = []
+    for item in only:
+        if item in sections:
+            chosen.append(item)
+        elif item in groups:
+            chosen += groups[item]
+        else:
+            parser.error(f"--only: no section {item!r}; see --list")
+    return list(dict.fromkeys(chosen))
+
+
 def main() -> None:
-    models = load_protocol(quick=False)["models"]
-    parser = _parser(models)
+    parser = _parser()
     args = parser.parse_args()
     protocol = load_protocol(quick=args.quick)
-    full = (
-        not args.quick
-        and args.datasets is None
-        and list(args.models) == models
-        and not args.no_ablations
-    )
-    if full:  # fail now, not after the whole run
-        check_markers(README, BENCHMARK_MARKERS)
+    protocol["models"] = args.models or protocol["models"]
+    sections = sections_of(protocol)
+    if args.list:
+        for name, section in sections.items():
+            print(f"{name:<28} {section['kind']}")
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "seqchurn.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    protocol["seeds"] = args.seeds or protocol["seeds"]
     draws = args.draws or protocol["draws"]
     default_out = Path(tempfile.mkdtemp(prefix="seqchurn-bench-")) if args.quick else RESULTS
     out = Path(args.out) if args.out else default_out
+    writes_readme = not args.quick and args.out is None
+    if writes_readme:  # fail now, not after the whole run
+        check_markers(README, BENCHMARK_MARKERS)
+    cache = out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    chosen = _chosen(args.only, sections, protocol, parser)
+    missing_files = [
+        n
+        for n in chosen
+        if sections[n]["kind"] == "dataset"
+        and "path" in sections[n]["spec"]["dataset"]
+        and not Path(sections[n]["spec"]["dataset"]["path"]).exists()
+    ]
+    if missing_files and not args.quick:  # the protocol's tables must hold every dataset
+        path = sections[missing_files[0]]["spec"]["dataset"]["path"]
+        parser.error(f"{missing_files[0]} reads {path}, which does not exist")
+    for name in missing_files:
+        log.warning("skipping %s: its file does not exist", name)
+    work = Path(tempfile.mkdtemp(prefix="seqchurn-runs-"))
+    for name in chosen:
+        if name in missing_files:
+            continue
+        started = time.perf_counter()
+        payload = run_section(name, sections[name], protocol, work)
+        minutes = (time.perf_counter() - started) / 60
+        save_section(cache, name, sections[name]["spec"], payload, minutes)
+        log.info("section %s: %.1f min", name, minutes)
+    shutil.rmtree(work, ignore_errors=True)
+    cached = {n: load_section(cache, n, s["spec"]) for n, s in sections.items()}
+    absent = [n for n, entry in cached.items() if entry is None and n not in missing_files]
+    if absent:
+        log.warning("not in the report (never run, or run under another spec): %s", absent)
+    markdown = report(cached, protocol, sections, draws=draws, out=out, quick=args.quick)
+    if writes_readme and not absent:
+        replace_between_markers(README, BENCHMARK_MARKERS, markdown)
+    print(markdown)
+    print(f"results in {out}")
+
+
+def report(cached: dict, protocol: dict, sections: dict, draws: int, out: Path, quick: bool):
+    """Every table from the cached sections: CSVs, JSON, plots and the markdown."""
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="seqchurn-runs-"))
-    started = time.perf_counter()
-
-    names = [d["name"] for d in protocol["datasets"]]
-    chosen = [
-        d for d in protocol["datasets"] if args.datasets is None or d["name"] in args.datasets
-    ]
-    if not chosen:
-        parser.error(f"--datasets: none of {args.datasets} is among {names}")
-    absent = [d for d in chosen if "path" in d and not Path(d["path"]).exists()]
-    if absent and not args.quick:  # a full run's tables must hold every dataset
-        parser.error(f"{absent[0]['name']} reads {absent[0]['path']}, which does not exist")
-    for d in absent:
-        log.warning("skipping %s: %s does not exist", d["name"], d["path"])
-    chosen = [d for d in chosen if d not in absent]
-    if not chosen:
-        parser.error("no dataset left to run")
     rows, scores = [], {}
-    for ds in chosen:
-        ds_rows, scores[ds["name"]] = run_dataset(
-            ds, protocol=protocol, models=args.models, work=work
-        )
-        rows += ds_rows
-        y = scores[ds["name"]]["y"]
-        firsts = {m: v[0]["p"] for m, v in scores[ds["name"]]["preds"].items()}
-        reliability_plot(y, firsts, plots / f"reliability_{ds['name']}.png")
-        roc_pr_plots(y, firsts, str(plots / f"{ds['name']}"))
-
+    for name, entry in cached.items():
+        if entry is not None and sections[name]["kind"] == "dataset":
+            ds_rows, scores[name] = entry["payload"]
+            rows += ds_rows
+            y = scores[name]["y"]
+            firsts = {m: v[0]["p"] for m, v in scores[name]["preds"].items()}
+            reliability_plot(y, firsts, plots / f"reliability_{name}.png")
+            roc_pr_plots(y, firsts, str(plots / name))
     results = pd.DataFrame(rows)
-    add_oracle_ratio(results)
-    boot = bootstrap_table(scores, models=models, references=protocol["references"], draws=draws)
-    ablation = pd.DataFrame() if args.no_ablations else run_ablations(protocol, work)
-    fairness = fairness_table(scores, results=results, spec=protocol["fairness"])
-    elapsed = time.perf_counter() - started
-
+    if not results.empty:
+        add_oracle_ratio(results)
+    boot = bootstrap_table(
+        scores, models=protocol["models"], references=protocol["references"], draws=draws
+    )
+    ablation = cached["ablations"]["payload"] if cached.get("ablations") else pd.DataFrame()
+    fairness = (
+        fairness_table(scores, results=results, spec=protocol["fairness"])
+        if protocol["fairness"]["dataset"] in scores
+        else pd.DataFrame()
+    )
+    blocks, study_rows = [], []
+    for key, section in sections.items():
+        entry = cached.get(key)
+        if section["kind"] != "study" or entry is None:
+            continue
+        study = entry["payload"]
+        sboot = study_bootstrap(study, draws=draws)
+        blocks.append(study_markdown(key, study, sboot))
+        study_rows += [{"study": key, **r} for r in sboot.to_dict("records")]
+    done = [
+        {"section": n, "minutes": e["minutes"], "commit": e["commit"]}
+        for n, e in cached.items()
+        if e is not None
+    ]
+    meta = {
+        "quick": quick,
+        "seeds": protocol["seeds"],
+        "draws": draws,
+        "minutes": sum(s["minutes"] for s in done),
+        "cpus": os.cpu_count(),
+        "datasets": [v["facts"] for v in scores.values()],
+        "ablation_title": protocol["ablations"]["title"],
+        "sections": done,
+    }
     results.to_csv(out / "benchmark.csv", index=False)
     boot.to_csv(out / "bootstrap.csv", index=False)
     ablation.to_csv(out / "ablations.csv", index=False)
     fairness.to_csv(out / "fairness.csv", index=False)
-    meta = {
-        "quick": args.quick,
-        "seeds": protocol["seeds"],
-        "draws": draws,
-        "minutes": elapsed / 60,
-        "cpus": os.cpu_count(),
-        "datasets": [v["facts"] for v in scores.values()],
-        "ablation_title": protocol["ablations"]["title"],
-    }
+    pd.DataFrame(study_rows).to_csv(out / "studies.csv", index=False)
     payload = {
         "meta": meta,
         "results": results.to_dict("records"),
         "bootstrap": boot.to_dict("records"),
         "ablations": ablation.to_dict("records"),
         "fairness": fairness.to_dict("records"),
+        "studies": study_rows,
     }
     (out / "benchmark.json").write_text(json.dumps(payload, indent=1, default=_jsonable))
+    gaps = largest_gaps(fairness) if not fairness.empty else pd.DataFrame()
     markdown = results_markdown(
-        results, boot=boot, ablation=ablation, gaps=largest_gaps(fairness), meta=meta
+        results, boot=boot, ablation=ablation, gaps=gaps, meta=meta, studies=blocks
     )
     (out / "results.md").write_text(markdown)
-    if full:
-        replace_between_markers(README, BENCHMARK_MARKERS, markdown)
-    shutil.rmtree(work, ignore_errors=True)
-    print(markdown)
-    print(f"results in {out} ({elapsed / 60:.1f} min)")
+    return markdown
 
 
 if __name__ == "__main__":

@@ -37,11 +37,10 @@ def test_quick_benchmark_writes_results_and_leaves_the_readme_alone(tmp_path):
         sys.executable,
         str(ROOT / "benchmarks" / "run.py"),
         "--quick",
-        "--datasets",
+        "--only",
         "synthetic-bgnbd",
         "--models",
         "logistic",
-        "--no-ablations",
         "--draws",
         "50",
         "--out",
@@ -87,6 +86,32 @@ def test_quick_benchmark_writes_results_and_leaves_the_readme_alone(tmp_path):
         (tmp_path / "plots").glob("*_roc.png")
     )
     assert hashlib.sha256((ROOT / "README.md").read_bytes()).hexdigest() == readme
+    # the section is cached, under the spec that made it; --list names every section
+    assert (tmp_path / "cache" / "synthetic-bgnbd.pkl").exists()
+    listed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    names = [line.split()[0] for line in listed.stdout.splitlines()]
+    assert {"synthetic-bgnbd", "ablations", "sequence", "calibration", "scaling"} <= set(names)
+
+
+def test_cached_sections_merge_and_another_spec_is_not_reused(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    run = importlib.import_module("run")
+    spec = {"dataset": {"name": "x"}, "models": ["lstm"], "seeds": [0]}
+    run.save_section(tmp_path, "x@2020-01-01", spec, payload={"a": 1}, minutes=0.5)
+    entry = run.load_section(tmp_path, "x@2020-01-01", spec)
+    assert entry["payload"] == {"a": 1} and entry["minutes"] == 0.5 and entry["commit"]
+    assert run.load_section(tmp_path, "x@2020-01-01", {**spec, "seeds": [0, 1]}) is None
+    assert run.load_section(tmp_path, "y", spec) is None
+    bench_protocol = importlib.import_module("protocol").load_protocol(quick=False)
+    sections = run.sections_of(bench_protocol)
+    kinds = {name: s["kind"] for name, s in sections.items()}
+    assert kinds["cdnow@1997-12-31"] == "dataset" and kinds["ablations"] == "ablations"
+    assert {k for k, v in kinds.items() if v == "study"} == set(bench_protocol["studies"])
 
 
 @pytest.mark.parametrize(
@@ -343,6 +368,15 @@ def test_every_run_of_the_protocol_composes(bench, tmp_path):
         d["overrides"] + [f"model={m}"] for d in protocol["datasets"] for m in protocol["models"]
     ]
     runs += [v["overrides"] for v in protocol["ablations"]["variants"]]
+    datasets = {d["name"]: d for d in protocol["datasets"]}
+    for study in protocol["studies"].values():
+        for name in study["datasets"]:
+            runs += [
+                bench.protocol.merge_overrides(
+                    datasets[name]["overrides"], arm.get("overrides", [])
+                )
+                for arm in study["arms"].values()
+            ]
     for overrides in runs:
         cfg = bench.protocol.compose_cfg(overrides + protocol["overrides"], tmp_path)
         assert cfg.logger is None and cfg.paths.output_dir == str(tmp_path)

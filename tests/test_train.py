@@ -169,6 +169,8 @@ def test_bad_input_exits_2_with_one_line_and_no_output(tmp_path, case):
         ("data.test_cutoff=1997-03-01", "no month-end training cutoff"),
         ("data.train_fraction=0", "data.train_fraction must be above 0"),
         ("data.train_fraction=1.5", "data.train_fraction must be a number in [0, 1]"),
+        ("data.cutoff_rule=weekly", "data.cutoff_rule must be one of month_end, aligned"),
+        ("data.train_windows=[0]", "data.train_windows holds positive numbers of days"),
     ],
 )
 def test_bad_cutoff_exits_2(tmp_path, override, message):

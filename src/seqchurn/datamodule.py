@@ -16,16 +16,21 @@ from seqchurn.data.labels import (
     activity_mask,
     check_cutoff_in_data,
     make_snapshots,
+    aligned_cutoffs,
     merge_bins,
     month_end_cutoffs,
     to_date,
 )
 from seqchurn.data.sequences import Preprocessor, SnapshotDataset, make_loader
+from seqchurn.data.windows import choose_window, parse_windows, recency_weights
 from seqchurn.retention.segments import SegmentModel, SegmentSettings, fit_segments
 from seqchurn.simulate import SimulatedLog
 from seqchurn.errors import DataError, check_fraction, check_settings
 from seqchurn.module import PREPROCESSING_KEY
 from seqchurn.data.timestamps import config_day
+
+
+CUTOFF_RULES = ("month_end", "aligned")
 
 
 class ChurnDataModule(pl.LightningDataModule):
@@ -45,6 +50,10 @@ class ChurnDataModule(pl.LightningDataModule):
         horizon_days: int = 90,
         test_cutoff: str | None = None,
         train_cutoffs: Sequence[str] | None = None,
+        cutoff_rule: str = "month_end",
+        cutoff_step_days: int = 30,
+        train_windows: Sequence | None = None,
+        recency_halflife_days: float | None = None,
         obs_end: str | None = None,
         activity_event_types: Sequence[str] | None = None,
         merge_same_day: bool = False,
@@ -78,6 +87,13 @@ class ChurnDataModule(pl.LightningDataModule):
             },
             positive_int=True,
         )
+        check_settings({"cutoff_step_days": cutoff_step_days}, positive_int=True)
+        if cutoff_rule not in CUTOFF_RULES:
+            raise DataError(
+                f"data.cutoff_rule must be one of {', '.join(CUTOFF_RULES)}, got {cutoff_rule!r}"
+            )
+        parse_windows(train_windows)
+        recency_weights(np.zeros(1), recency_halflife_days)
         check_settings({"num_workers": num_workers, "split_seed": split_seed}, positive_int=False)
         check_fraction("data.val_fraction", val_fraction, upper_open=True)
         check_ablation(ablate)
@@ -130,22 +146,18 @@ class ChurnDataModule(pl.LightningDataModule):
             train_cutoffs = sorted(config_day(c, "data.train_cutoffs") for c in hp.train_cutoffs)
             for c in train_cutoffs:
                 check_cutoff_in_data(events, c, "training cutoff")
+        elif hp.cutoff_rule == "aligned":
+            first = int(events["day"].min())
+            train_cutoffs = aligned_cutoffs(first, test_cutoff, horizon, hp.cutoff_step_days)
         else:
             train_cutoffs = month_end_cutoffs(int(events["day"].min()), test_cutoff, horizon)
         if not train_cutoffs:
             raise DataError(
-                f"no month-end training cutoff C with C + {horizon} days <= the test cutoff {to_date(test_cutoff)}; "
+                f"no {hp.cutoff_rule.replace('_', '-')} training cutoff C with C + {horizon} days <= the test cutoff {to_date(test_cutoff)}; "
                 "move data.test_cutoff later or list data.train_cutoffs"
             )
-        self.bin_edges = merge_bins(hp.bin_edges, train_cutoffs, test_cutoff, horizon)
         activity = hp.activity_event_types
-        train_snaps = make_snapshots(
-            events, train_cutoffs, horizon, test_cutoff, self.bin_edges, activity
-        )
-        test_snaps = make_snapshots(
-            events, [test_cutoff], horizon, obs_end, self.bin_edges, activity
-        )
-
+        index = EventIndex(events, activity_mask(events, activity))
         test_users, val_users, dropped = split_users(
             events,
             activity,
@@ -155,6 +167,17 @@ class ChurnDataModule(pl.LightningDataModule):
             hp.split_seed,
             train_fraction=hp.train_fraction,
         )
+        train_cutoffs = self._choose_window(
+            index, events, train_cutoffs, test_cutoff, val_users, test_users | dropped
+        )
+        self.bin_edges = merge_bins(hp.bin_edges, train_cutoffs, test_cutoff, horizon)
+        train_snaps = make_snapshots(
+            events, train_cutoffs, horizon, test_cutoff, self.bin_edges, activity
+        )
+        test_snaps = make_snapshots(
+            events, [test_cutoff], horizon, obs_end, self.bin_edges, activity
+        )
+
         if test_users:
             train_snaps = train_snaps[~train_snaps["user_id"].isin(test_users)]
             test_snaps = test_snaps[test_snaps["user_id"].isin(test_users)]
@@ -171,7 +194,6 @@ class ChurnDataModule(pl.LightningDataModule):
                     f"the {split} snapshot is empty: no eligible user (check cutoffs and the split)"
                 )
 
-        index = EventIndex(events, activity_mask(events, activity))
         self.preprocessor, train = Preprocessor.fit_transform(
             index,
             self.snapshots["train"],
@@ -192,6 +214,31 @@ class ChurnDataModule(pl.LightningDataModule):
                 oracle, on="user_id", how="left"
             )
         self.events = events
+
+    def _choose_window(
+        self,
+        index: EventIndex,
+        events: pd.DataFrame,
+        cutoffs: list[int],
+        test_cutoff: int,
+        val_users: set,
+        excluded: set,
+    ) -> list[int]:
+        """The training cutoffs of the window data.train_windows picks (data/windows.py)."""
+        hp = self.hparams
+        windows = parse_windows(hp.train_windows)
+        self.window = {"chosen": "all", "kept": len(cutoffs), "of": len(cutoffs)}
+        if not windows:
+            return cutoffs
+        snaps = make_snapshots(
+            events, cutoffs, int(hp.horizon_days), test_cutoff, [0], hp.activity_event_types
+        )
+        snaps = snaps[~snaps["user_id"].isin(excluded)]
+        in_val = snaps["user_id"].isin(val_users)
+        kept, self.window = choose_window(
+            index, snaps[~in_val], snaps[in_val], windows, min_days=max(hp.bin_edges)
+        )
+        return [c for c in cutoffs if c >= kept[0]]
 
     def _fit_segments(self, index: EventIndex, snapshots: pd.DataFrame) -> SegmentModel:
         """RFM edges and K-means on the training snapshots' raw recency, frequency, spend.
@@ -218,6 +265,7 @@ class ChurnDataModule(pl.LightningDataModule):
             "horizon_days": int(hp.horizon_days),
             "test_cutoff": to_date(self.test_cutoff),
             "train_cutoffs": [to_date(c) for c in self.train_cutoffs],
+            "train_window": dict(self.window),
             "merge_same_day": bool(hp.merge_same_day),
             "input_columns": list(self.report.get("input_columns", [])),
             "segments": self.segments.state_dict(),
@@ -246,6 +294,10 @@ class ChurnDataModule(pl.LightningDataModule):
         hp = self.hparams
         size = hp.batch_size if shuffle else hp.eval_batch_size
         balanced = bool(hp.balanced_sampling) and split == "train"
+        weights = None
+        if split == "train":
+            cutoffs = self.snapshots["train"]["cutoff"].to_numpy(np.int64)
+            weights = recency_weights(cutoffs, hp.recency_halflife_days)
         return make_loader(
             self.datasets[split],
             size,
@@ -253,6 +305,7 @@ class ChurnDataModule(pl.LightningDataModule):
             seed=hp.seed,
             num_workers=hp.num_workers,
             balanced=balanced,
+            row_weights=weights,
         )
 
     def train_dataloader(self):

@@ -92,6 +92,16 @@ def month_end_cutoffs(
     return [c for c in ends if c + horizon <= test_cutoff]
 
 
+def aligned_cutoffs(
+    first_day: int, test_cutoff: int, horizon: int, step_days: int, skip_months: int = 2
+) -> list[int]:
+    """T - H, T - H - step, ... back to the third month of the log: the latest training labels
+    end exactly at the test cutoff T, whatever day of the month T falls on."""
+    first = to_day((pd.Timestamp(to_date(first_day)).to_period("M") + skip_months).to_timestamp())
+    latest = test_cutoff - horizon
+    return sorted(range(latest, first - 1, -int(step_days)))
+
+
 def make_snapshots(
     events: pd.DataFrame,
     cutoffs: Sequence[int],

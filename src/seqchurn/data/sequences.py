@@ -293,7 +293,8 @@ class BucketBatchSampler(Sampler):
     Shuffling permutes rows, sorts each pool of `pool_batches` batches by length, cuts
     batches and shuffles their order. Without shuffling, batches follow length order.
     With `balance_labels` (training only) each epoch draws as many rows with replacement,
-    each class equally likely, instead of a permutation. Under DDP each rank takes every
+    each class equally likely, instead of a permutation; `row_weights` (recency) weight the
+    draw the same way, and both multiply. Under DDP each rank takes every
     world_size-th row before batching (training rows padded so every rank steps as often).
     """
 
@@ -305,14 +306,16 @@ class BucketBatchSampler(Sampler):
         seed: int = 0,
         pool_batches: int = 50,
         balance_labels: np.ndarray | None = None,
+        row_weights: np.ndarray | None = None,
     ):
         self.lengths = np.asarray(lengths)
-        self.weights = None
+        self.weights = None if row_weights is None else np.asarray(row_weights, np.float64)
         if balance_labels is not None:
             labels = np.asarray(balance_labels)
             _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-            self.weights = 1.0 / counts[inverse]
-            self.weights /= self.weights.sum()
+            self.weights = 1.0 / counts[inverse] * (1.0 if self.weights is None else self.weights)
+        if self.weights is not None:
+            self.weights = self.weights / self.weights.sum()
         self.batch_size, self.shuffle, self.seed, self.pool = (
             batch_size,
             shuffle,
@@ -375,11 +378,18 @@ def make_loader(
     seed: int = 0,
     num_workers: int = 0,
     balanced: bool = False,
+    row_weights: np.ndarray | None = None,
 ) -> DataLoader:
-    """A DataLoader whose items are whole padded batches drawn by length bucket (class-balanced on request)."""
+    """A DataLoader whose items are whole padded batches drawn by length bucket (class-balanced
+    or weighted by row on request)."""
     labels = dataset.labels[Y].numpy() if balanced else None
     sampler = BucketBatchSampler(
-        dataset.lengths, batch_size, shuffle=shuffle, seed=seed, balance_labels=labels
+        dataset.lengths,
+        batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        balance_labels=labels,
+        row_weights=row_weights,
     )
     return DataLoader(
         dataset,
