@@ -254,6 +254,8 @@ def results_markdown(
             f"{s['section']} {s['minutes']:.1f} min at {s['commit']}" for s in meta["sections"]
         )
         parts.append(f"Sections (each cached, `--only NAME` reruns one): {runs}.")
+    if meta.get("absent"):
+        parts.append(f"**Not run yet** (absent from every table): {', '.join(meta['absent'])}.")
     parts.append(
         "Mean ± standard deviation over seeds (runs = seeds). AUROC, AP, lift, C-index and "
         "oracle ratio: higher is better; Brier, log loss and ECE (15 bins): lower is better. "

@@ -3,6 +3,7 @@
     python benchmarks/run.py                    # full run: benchmarks/results/ and the README
     python benchmarks/run.py --only sequence    # rerun one section, merge the cached others
     python benchmarks/run.py --list             # the sections
+    python benchmarks/run.py --report           # no run: the report of the cached sections
     python benchmarks/run.py --quick            # a few minutes, to a temporary folder
 
 The protocol is benchmarks/protocol.yaml: datasets, models, seeds, references, ablations and
@@ -18,7 +19,7 @@ and the README section (benchmarks/report.py).
 Sections: each test snapshot (its dataset's name), `ablations` and each study. A section's
 scores are cached in the results folder's cache/ with the commit and the protocol spec that
 made them; the report merges every cached section whose spec is still the protocol's, and the
-README is rewritten only when every section of the protocol is there.
+README is rewritten from them, naming any section of the protocol that is not there.
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ def _jsonable(value):
 
 # -- sections and their cache --------------------------------------------------------------------
 def sections_of(protocol: dict) -> dict[str, dict]:
-    """Section name -> {"kind": dataset | ablations | study, "spec": what makes its scores}."""
+    """Section name -> {"kind": dataset | ablations | study, "spec": what makes its scores}.
+
+    A study has one section per dataset, named study:dataset (`--only study` runs them all).
+    """
     shared = {"overrides": protocol["overrides"]}
     out = {}
     for d in protocol["datasets"]:
@@ -94,8 +98,11 @@ def sections_of(protocol: dict) -> dict[str, dict]:
     out["ablations"] = {"kind": "ablations", "spec": {**shared, **protocol["ablations"]}}
     by_name = {d["name"]: d for d in protocol["datasets"]}
     for key, study in protocol["studies"].items():
-        used = [by_name[n] for n in study["datasets"] if n in by_name]
-        out[key] = {"kind": "study", "spec": {**shared, "study": study, "datasets": used}}
+        for name in study["datasets"]:
+            if name in by_name:  # one section per study and dataset: cached apart
+                part = {**study, "datasets": [name]}
+                spec = {**shared, "study": part, "dataset": by_name[name]}
+                out[f"{key}:{name}"] = {"kind": "study", "study": key, "spec": spec}
     return out
 
 
@@ -165,6 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--list", action="store_true", help="print the sections and exit")
     parser.add_argument(
+        "--report", action="store_true", help="run nothing: the report of the cached sections"
+    )
+    parser.add_argument(
         "--models",
         nargs="+",
         default=None,
@@ -185,9 +195,12 @@ def _parser() -> argparse.ArgumentParser:
 def _chosen(only: list[str] | None, sections: dict, protocol: dict, parser) -> list[str]:
     if only is None:
         return list(sections)
-    groups = {}
+    groups: dict[str, list[str]] = {}
     for d in protocol["datasets"]:
         groups.setdefault(d["group"], []).append(d["name"])
+    for name, section in sections.items():
+        if section["kind"] == "study":
+            groups.setdefault(section["study"], []).append(name)
     chosen = []
     for item in only:
         if item in sections:
@@ -220,7 +233,7 @@ def main() -> None:
         check_markers(README, BENCHMARK_MARKERS)
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    chosen = _chosen(args.only, sections, protocol, parser)
+    chosen = [] if args.report else _chosen(args.only, sections, protocol, parser)
     missing_files = [
         n
         for n in chosen
@@ -247,15 +260,20 @@ def main() -> None:
     absent = [n for n, entry in cached.items() if entry is None and n not in missing_files]
     if absent:
         log.warning("not in the report (never run, or run under another spec): %s", absent)
-    markdown = report(cached, protocol, sections, draws=draws, out=out, quick=args.quick)
-    if writes_readme and not absent:
+    markdown = report(
+        cached, protocol, sections, draws=draws, out=out, quick=args.quick, absent=absent
+    )
+    if writes_readme:
         replace_between_markers(README, BENCHMARK_MARKERS, markdown)
     print(markdown)
     print(f"results in {out}")
 
 
-def report(cached: dict, protocol: dict, sections: dict, draws: int, out: Path, quick: bool):
-    """Every table from the cached sections: CSVs, JSON, plots and the markdown."""
+def report(
+    cached: dict, protocol: dict, sections: dict, draws: int, out: Path, quick: bool, absent=()
+):
+    """Every table from the cached sections: CSVs, JSON, plots and the markdown (which names
+    the sections of the protocol that are not there)."""
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     rows, scores = [], {}
@@ -280,11 +298,19 @@ def report(cached: dict, protocol: dict, sections: dict, draws: int, out: Path, 
         else pd.DataFrame()
     )
     blocks, study_rows = [], []
-    for key, section in sections.items():
-        entry = cached.get(key)
-        if section["kind"] != "study" or entry is None:
+    for key in protocol["studies"]:
+        parts = [
+            cached[n]["payload"]
+            for n, section in sections.items()
+            if section.get("study") == key and cached.get(n) is not None
+        ]
+        if not parts:
             continue
-        study = entry["payload"]
+        study = {
+            **parts[0],
+            "rows": [r for p in parts for r in p["rows"]],
+            "scores": {k: v for p in parts for k, v in p["scores"].items()},
+        }
         sboot = study_bootstrap(study, draws=draws)
         blocks.append(study_markdown(key, study, sboot))
         study_rows += [{"study": key, **r} for r in sboot.to_dict("records")]
@@ -302,6 +328,7 @@ def report(cached: dict, protocol: dict, sections: dict, draws: int, out: Path, 
         "datasets": [v["facts"] for v in scores.values()],
         "ablation_title": protocol["ablations"]["title"],
         "sections": done,
+        "absent": list(absent),
     }
     results.to_csv(out / "benchmark.csv", index=False)
     boot.to_csv(out / "bootstrap.csv", index=False)

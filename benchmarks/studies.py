@@ -151,7 +151,11 @@ def study_markdown(key: str, study: dict, boot: pd.DataFrame) -> str:
             + [mean_std_cell(part["seconds"], 1)]
         )
     header = ["dataset", "arm", "runs"] + [h for _, h in shown] + ["seconds"]
-    parts = [f"### {study['title']} (`--only {key}`)", table(header, body)]
+    parts = [
+        f"### {study['title']}",
+        f"`--only {key}`; one seed per arm unless runs say more.",
+        table(header, body),
+    ]
     if not boot.empty:
         metrics = list(boot["metric"].drop_duplicates())
         keyed = {(r.dataset, r.a, r.b, r.metric): r for r in boot.itertuples()}
