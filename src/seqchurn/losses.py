@@ -1,4 +1,5 @@
-"""Loss functions on tensors: the discrete-time logistic-hazard likelihood of DESIGN section 5."""
+"""Loss functions on tensors: the discrete-time logistic-hazard likelihood of DESIGN section 5,
+and the contrastive InfoNCE of self-supervised pretraining (pretrain.py)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,28 @@ def hazard_nll(
     if reduction == "none":
         return loss
     return loss.sum() if reduction == "sum" else loss.sum() / max(n_users, 1)
+
+
+def info_nce(z: torch.Tensor, groups: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """InfoNCE (NT-Xent) over views: each row's other views are positives, all rows candidates.
+
+    Args:
+        z: (N, D) embeddings of N views, cosine similarity is used (rows are normalized).
+        groups: (N,) long, the user of each view; every user needs at least two views.
+        temperature: divides the similarities; smaller sharpens the softmax.
+
+    Returns:
+        () the mean over ordered positive pairs (i, j) of -log softmax_{k != i}(s_ik / t)[j];
+        with two views per user this is SimCLR's NT-Xent. Constant z gives log(N - 1).
+    """
+    if z.dim() != 2 or groups.shape != (z.shape[0],):
+        raise ValueError(f"z must be (N, D) and groups (N,), got {tuple(z.shape)}, {groups.shape}")
+    z = torch.nn.functional.normalize(z.float(), dim=1)
+    own = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    # a view is never its own candidate: its similarity of 1 would dominate every softmax
+    sim = (z @ z.T / temperature).masked_fill(own, float("-inf"))  # (N, N)
+    positive = (groups[:, None] == groups[None, :]) & ~own
+    if not positive.any(dim=1).all():
+        raise ValueError("every user needs at least two views in the batch")
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    return -log_prob[positive].mean()

@@ -25,6 +25,8 @@ class ChurnModule(pl.LightningModule):
         bin_edges: finite upper edges of the tau bins after merging; K = len(bin_edges) + 1.
         n_event_types, n_numeric, n_summary, static_cardinalities: sizes learned from the data.
         loss_lambda: weight of the time-to-churn terms (bins >= 1); 0 gives a plain classifier.
+        pretrained: the self-supervised pretraining the encoder started from ("coles",
+            pretrain.py), recorded for readers of the checkpoint; None = none.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class ChurnModule(pl.LightningModule):
         loss_lambda: float = 1.0,
         pos_weight: float | None = None,
         focal_gamma: float = 0.0,
+        pretrained: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()

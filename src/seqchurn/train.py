@@ -22,6 +22,7 @@ from seqchurn.data.sequences import INDEX
 from seqchurn.errors import DataError
 from seqchurn.metrics import auroc, oracle_ratio, report_metrics
 from seqchurn.models.heads import p_churn, survival_at_edges, tau_restricted_mean
+from seqchurn.pretrain import pretraining_dataset
 
 log = logging.getLogger(__name__)
 # Written beside the checkpoints when fit ends normally; its absence marks an interrupted run.
@@ -54,11 +55,16 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         order of datamodule.snapshots["test"]).
     """
     pl.seed_everything(cfg.seed, workers=True)
+    pretrainer = instantiate(cfg.pretrain) if cfg.get("pretrain") else None
+    if pretrainer is not None:
+        pretrainer.check_encoder(cfg.model.encoder)
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
     log.info("data:\n%s", datamodule.describe())
+    # recorded in the hyper-parameters, so a checkpoint tells that its encoder was pretrained
+    extra = {"pretrained": pretrainer.name} if pretrainer is not None else {}
     model = instantiate(
-        cfg.model, bin_edges=datamodule.bin_edges, **datamodule.sizes, _convert_="all"
+        cfg.model, bin_edges=datamodule.bin_edges, **datamodule.sizes, **extra, _convert_="all"
     )
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
@@ -71,6 +77,9 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     ckpt_path = _checkpoint_to_start_from(cfg, trainer)
     if cfg.get("train", True):
         _check_epochs(cfg.trainer)
+        if pretrainer is not None and ckpt_path is None:  # a resumed run's weights have it
+            metrics.update(_pretrain(pretrainer, model, datamodule, trainer, loggers))
+            started = time.perf_counter()  # time/fit_s stays the fine-tuning's alone
         done = _completion_marker(trainer)
         if done is not None:
             done.unlink(missing_ok=True)
@@ -110,6 +119,20 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
         "test_predictions": predictions,
     }
     return metrics, objects
+
+
+def _pretrain(pretrainer, model, datamodule, trainer: pl.Trainer, loggers: list) -> dict:
+    """Self-supervised pretraining of the model's encoder in place (pretrain.py), timed."""
+    started = time.perf_counter()
+    dataset = pretraining_dataset(datamodule)
+    device = getattr(trainer.strategy, "root_device", torch.device("cpu"))
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        for lg in loggers:
+            lg.log_metrics({"pretrain/loss": loss}, step=epoch)
+
+    losses = pretrainer.fit(model.encoder, dataset, device=device, on_epoch=on_epoch)
+    return {"pretrain/loss": losses[-1], "time/pretrain_s": time.perf_counter() - started}
 
 
 def _completion_marker(trainer: pl.Trainer) -> Path | None:

@@ -3,6 +3,8 @@
 An encoder is any `nn.Module` built from the data's sizes (`InputSizes`, its first argument)
 plus its own keyword arguments, with an `out_dim` attribute. Name it in the model config by its registry name or by a dotted import path
 (`model.encoder=mypkg.encoders.GRUEncoder`), so a new encoder needs no edit here.
+An encoder with a sequence part also has `sequence(batch) -> (B, sequence_dim)`, the events-only
+representation before user features join it: what `pretrain=coles` (pretrain.py) trains.
 """
 
 from __future__ import annotations

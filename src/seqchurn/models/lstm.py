@@ -35,6 +35,7 @@ class LSTMEncoder(nn.Module):
         )
         self.user = UserFeatures(sizes, static_dim, use_summary)
         self.dropout = nn.Dropout(dropout)
+        self.sequence_dim = hidden
         self.out_dim = hidden + self.user.out_dim
 
     @property
@@ -42,9 +43,17 @@ class LSTMEncoder(nn.Module):
         """(event-type embedding, static embeddings): the outputs explain/ attributes to."""
         return self.embed.type_emb, list(self.user.static.embs)
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def sequence(self, batch: dict) -> torch.Tensor:
+        """Events only -> the top layer's last state: (B, sequence_dim).
+
+        The part pretrain.py trains on slices: summary and static features stay out of it.
+        """
         x = self.embed(batch[EVENT_TYPE], batch[NUMERIC].float())  # (B, T, d)
         lengths = batch[MASK].sum(dim=1).cpu()  # pack_padded_sequence wants lengths on CPU
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         _, (h_n, _) = self.lstm(packed)  # h_n: (layers, B, hidden), already in the batch's order
-        return torch.cat([self.dropout(h_n[-1]), self.user(batch)], dim=-1)  # (B, out_dim)
+        return h_n[-1]
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        seq = self.dropout(self.sequence(batch))
+        return torch.cat([seq, self.user(batch)], dim=-1)  # (B, out_dim)

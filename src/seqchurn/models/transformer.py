@@ -92,6 +92,7 @@ class TransformerEncoder(nn.Module):
             layer, num_layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False
         )
         self.user = UserFeatures(sizes, static_dim, use_summary)
+        self.sequence_dim = d_model
         self.out_dim = d_model + self.user.out_dim
 
     @property
@@ -99,7 +100,11 @@ class TransformerEncoder(nn.Module):
         """(event-type embedding, static embeddings): the outputs explain/ attributes to."""
         return self.embed.type_emb, list(self.user.static.embs)
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def sequence(self, batch: dict) -> torch.Tensor:
+        """Events only -> the pooled encoding: (B, sequence_dim).
+
+        The part pretrain.py trains on slices: summary and static features stay out of it.
+        """
         mask, numeric = batch[MASK], batch[NUMERIC].float()
         x = self.embed(batch[EVENT_TYPE], numeric) + self.time(
             numeric[..., self.time_channel]
@@ -120,4 +125,7 @@ class TransformerEncoder(nn.Module):
         else:
             m = mask.unsqueeze(-1).to(h.dtype)
             pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, d)
-        return torch.cat([pooled, self.user(batch)], dim=-1)  # (B, out_dim)
+        return pooled
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return torch.cat([self.sequence(batch), self.user(batch)], dim=-1)  # (B, out_dim)
