@@ -72,7 +72,11 @@ def load_protocol(quick: bool, path: Path = PROTOCOL) -> dict:
             "variants": [
                 {
                     "name": v["name"],
-                    "overrides": merge_overrides(ablations["overrides"], v["overrides"]),
+                    "overrides": merge_overrides(
+                        ablations["overrides"],
+                        quick_spec.get("ablation_overrides", []),
+                        v["overrides"],
+                    ),
                 }
                 for v in variants
             ],

@@ -1,7 +1,8 @@
 """The benchmark's studies: arms of one question scored on the same test snapshots, paired.
 
-protocol.yaml lists each study: its datasets, seeds, arms (Hydra overrides of a model run, or
-a baseline fitted on the datamodule those overrides build) and the pairs to compare. Every arm
+protocol.yaml lists each study: its datasets, seeds (an arm may set its own), arms (Hydra
+overrides of a model run, or a baseline fitted on the datamodule those overrides build) and
+the pairs to compare. Every arm
 of a dataset scores the same test rows (the test users and cutoff never depend on an arm), so
 the customer-level paired bootstrap applies, the seeds of each arm averaged as in the main table.
 """
@@ -63,7 +64,7 @@ def run_study(spec: dict, datasets: dict, protocol: dict, work: Path) -> dict:
         preds: dict[str, list[dict]] = {}
         test = None
         for arm, arm_spec in spec["arms"].items():
-            for seed in spec["seeds"]:
+            for seed in arm_spec.get("seeds", spec["seeds"]):
                 overrides = merge_overrides(
                     ds["overrides"], arm_spec.get("overrides", []), protocol["overrides"]
                 )
