@@ -138,7 +138,7 @@ class CoLES:
 
     def __init__(
         self,
-        epochs: int = 5,
+        epochs: int = 20,
         batch_size: int = 256,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
