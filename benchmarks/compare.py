@@ -19,11 +19,11 @@ def add_oracle_ratio(results: pd.DataFrame) -> None:
 _INPUT = {"cindex": "later", "ibs": "ibs_rows"}  # what each metric reads; the rest read p
 
 
-def _metric_input(pred: dict, metric: str) -> np.ndarray | None:
+def metric_input(pred: dict, metric: str) -> np.ndarray | None:
     return pred.get(_INPUT.get(metric, "p"))
 
 
-def _comparable(arrays: list) -> bool:
+def comparable(arrays: list) -> bool:
     """Every array there and finite: a method without a curve has no IBS to compare."""
     return all(a is not None and np.isfinite(a).all() for a in arrays)
 
@@ -53,9 +53,9 @@ def bootstrap_table(
                 continue
             for method in methods:
                 for metric in metrics:
-                    a = [[_metric_input(pr, metric) for pr in v["preds"][method]] for v in parts]
-                    b = [[_metric_input(v["preds"][ref][0], metric)] for v in parts]
-                    if not _comparable([x for cut in a + b for x in cut]):
+                    a = [[metric_input(pr, metric) for pr in v["preds"][method]] for v in parts]
+                    b = [[metric_input(v["preds"][ref][0], metric)] for v in parts]
+                    if not comparable([x for cut in a + b for x in cut]):
                         continue
                     res = paired_bootstrap(
                         y_by_cutoff=[v["y"] for v in parts],

@@ -13,7 +13,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from seqchurn.bootstrap import paired_bootstrap
@@ -21,6 +20,7 @@ from seqchurn.train import instantiate
 
 # Siblings in benchmarks/: Python puts a script's own folder first on its path.
 from baselines import run_baseline
+from compare import comparable, metric_input
 from protocol import compose_cfg, merge_overrides
 from report import interval_cell, mean_std_cell, table
 from scoring import run_model, score_row
@@ -100,9 +100,6 @@ def _slim(pred: dict) -> dict:
     return {k: pred[k] for k in ("p", "later", "ibs_rows") if k in pred}
 
 
-_INPUT = {"cindex": "later", "ibs": "ibs_rows"}
-
-
 def study_bootstrap(study: dict, draws: int) -> pd.DataFrame:
     """Arm A minus arm B of each compared pair, per dataset, on each metric that both have."""
     out = []
@@ -110,10 +107,9 @@ def study_bootstrap(study: dict, draws: int) -> pd.DataFrame:
         for pair in study["compare"]:
             a, b, metrics = pair["a"], pair["b"], pair["metrics"]
             for metric in metrics:
-                key = _INPUT.get(metric, "p")
-                xa = [p.get(key) for p in sc["preds"].get(a, [])]
-                xb = [p.get(key) for p in sc["preds"].get(b, [])]
-                if not xa or not xb or any(x is None or not np.isfinite(x).all() for x in xa + xb):
+                xa = [metric_input(p, metric) for p in sc["preds"].get(a, [])]
+                xb = [metric_input(p, metric) for p in sc["preds"].get(b, [])]
+                if not xa or not xb or not comparable(xa + xb):
                     continue
                 res = paired_bootstrap(
                     y_by_cutoff=[sc["y"]],

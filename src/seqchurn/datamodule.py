@@ -22,7 +22,12 @@ from seqchurn.data.labels import (
     to_date,
 )
 from seqchurn.data.sequences import Preprocessor, SnapshotDataset, make_loader
-from seqchurn.data.windows import choose_window, parse_windows, recency_weights
+from seqchurn.data.windows import (
+    check_halflife,
+    choose_window,
+    parse_windows,
+    recency_weights,
+)
 from seqchurn.retention.segments import SegmentModel, SegmentSettings, fit_segments
 from seqchurn.simulate import SimulatedLog
 from seqchurn.errors import DataError, check_fraction, check_settings
@@ -93,7 +98,7 @@ class ChurnDataModule(pl.LightningDataModule):
                 f"data.cutoff_rule must be one of {', '.join(CUTOFF_RULES)}, got {cutoff_rule!r}"
             )
         parse_windows(train_windows)
-        recency_weights(np.zeros(1), recency_halflife_days)
+        check_halflife(recency_halflife_days)
         check_settings({"num_workers": num_workers, "split_seed": split_seed}, positive_int=False)
         check_fraction("data.val_fraction", val_fraction, upper_open=True)
         check_ablation(ablate)

@@ -311,18 +311,12 @@ class BucketBatchSampler(Sampler):
         self.lengths = np.asarray(lengths)
         self.weights = None if row_weights is None else np.asarray(row_weights, np.float64)
         if balance_labels is not None:
-            labels = np.asarray(balance_labels)
-            _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+            _, inverse, counts = np.unique(balance_labels, return_inverse=True, return_counts=True)
             self.weights = 1.0 / counts[inverse] * (1.0 if self.weights is None else self.weights)
         if self.weights is not None:
             self.weights = self.weights / self.weights.sum()
-        self.batch_size, self.shuffle, self.seed, self.pool = (
-            batch_size,
-            shuffle,
-            seed,
-            pool_batches,
-        )
-        self.epoch = 0
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.pool, self.epoch = pool_batches, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

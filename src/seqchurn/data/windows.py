@@ -52,15 +52,21 @@ def parse_windows(spec: Sequence | None) -> list[int | None]:
     return out
 
 
-def recency_weights(cutoffs: np.ndarray, halflife_days: float | None) -> np.ndarray | None:
-    """Sampling weight of each training row: halved for every `halflife_days` its cutoff lies
-    before the latest one; None (uniform) without a half-life."""
-    if halflife_days is None:
-        return None
-    if not (isinstance(halflife_days, (int, float)) and halflife_days > 0):
+def check_halflife(halflife_days) -> None:
+    """None or a positive number of days, else DataError."""
+    ok = isinstance(halflife_days, (int, float)) and not isinstance(halflife_days, bool)
+    if halflife_days is not None and not (ok and 0 < halflife_days < float("inf")):
         raise DataError(
             f"data.recency_halflife_days must be a positive number, got {halflife_days!r}"
         )
+
+
+def recency_weights(cutoffs: np.ndarray, halflife_days: float | None) -> np.ndarray | None:
+    """Sampling weight of each training row: halved for every `halflife_days` its cutoff lies
+    before the latest one; None (uniform) without a half-life."""
+    check_halflife(halflife_days)
+    if halflife_days is None:
+        return None
     age = cutoffs.max() - np.asarray(cutoffs, dtype=np.float64)
     return np.exp2(-age / float(halflife_days))
 
