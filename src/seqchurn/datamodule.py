@@ -218,6 +218,8 @@ class ChurnDataModule(pl.LightningDataModule):
             self.oracle = self.snapshots["test"][["user_id"]].merge(
                 oracle, on="user_id", how="left"
             )
+        # Kept for the steps after setup that read the same events (pretraining).
+        self.index, self.users = index, users
         self.events = events
 
     def _choose_window(

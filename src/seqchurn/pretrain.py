@@ -30,8 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from seqchurn.data.events import read_users
-from seqchurn.data.labels import activity_mask, make_snapshots
+from seqchurn.data.labels import make_snapshots
 from seqchurn.data.sequences import (
     EVENT_TYPE,
     MASK,
@@ -40,7 +39,6 @@ from seqchurn.data.sequences import (
     BucketBatchSampler,
     SnapshotDataset,
 )
-from seqchurn.data.timeline import EventIndex
 from seqchurn.errors import DataError, check_settings
 from seqchurn.losses import info_nce
 from seqchurn.models import encoder_class
@@ -57,12 +55,11 @@ def pretraining_dataset(datamodule) -> SnapshotDataset:
     """Unlabeled inputs at the test cutoff of every user active by then, validation users out.
 
     Args:
-        datamodule: a ChurnDataModule after setup (its cleaned events, preprocessor, cutoffs,
-            snapshots and settings are read; nothing of it changes).
+        datamodule: a ChurnDataModule after setup (its cleaned events, event index, user
+            table, preprocessor, cutoffs, snapshots and settings are read; nothing changes).
     """
     hp = datamodule.hparams
-    events = datamodule.events
-    index = EventIndex(events, activity_mask(events, hp.activity_event_types))
+    events, index = datamodule.events, datamodule.index
     # obs_end=None: the prediction path, user ids and cutoffs with no label columns at all
     snaps = make_snapshots(
         events, [datamodule.test_cutoff], int(hp.horizon_days), None, index=index
@@ -70,8 +67,7 @@ def pretraining_dataset(datamodule) -> SnapshotDataset:
     snaps = snaps[~snaps["user_id"].isin(set(datamodule.snapshots["val"]["user_id"]))]
     if len(snaps) == 0:
         raise DataError("pretraining has no user: every user active by the test cutoff is in val")
-    users = read_users(hp.users_path) if hp.users_path else None
-    return datamodule.preprocessor.transform(index, snaps.reset_index(drop=True), users)
+    return datamodule.preprocessor.transform(index, snaps.reset_index(drop=True), datamodule.users)
 
 
 def random_slices(
