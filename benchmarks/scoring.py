@@ -44,7 +44,11 @@ def run_model(overrides: list[str], work: Path) -> tuple[dict, object, dict]:
     edges = objects["model"].hparams.bin_edges
     shutil.rmtree(out, ignore_errors=True)
     later = tau_mean if len(edges) > 1 else -p
-    return {"p": p, "later": later, "surv": surv}, objects["datamodule"], metrics
+    # calibration in the large where the recalibration saw it: the latest training cutoff
+    cal = objects["model"].calibration or {}
+    pred = {"p": p, "later": later, "surv": surv}
+    pred["val_calib_large"] = cal.get("calib_large_after", float("nan"))
+    return pred, objects["datamodule"], metrics
 
 
 def score_row(test: pd.DataFrame, name: str, pred: dict, edges=None) -> dict:

@@ -13,6 +13,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from seqchurn.bootstrap import paired_bootstrap
@@ -32,6 +33,7 @@ _SHOWN = (
     ("brier", "Brier"),
     ("ece", "ECE"),
     ("calib_large", "mean p − rate"),
+    ("val_calib_large", "mean p − rate, validation"),
     ("ibs", "IBS"),
 )
 
@@ -82,6 +84,7 @@ def run_study(spec: dict, datasets: dict, protocol: dict, work: Path) -> dict:
                 edges = [float(e) for e in dm.bin_edges] if "surv" in pred else None
                 row = score_row(test, name=arm, pred=pred, edges=edges)
                 row.update(dataset=name, arm=arm, seed=seed, seconds=pred["seconds"])
+                row["val_calib_large"] = pred.get("val_calib_large", np.nan)
                 rows.append(row)
                 preds.setdefault(arm, []).append(pred)
                 log.info("%s %s seed %d: auroc %.4f", name, arm, seed, row["auroc"])

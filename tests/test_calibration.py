@@ -33,6 +33,8 @@ def test_a_shifted_and_overconfident_model_is_mapped_back():
     assert abs(cal["temperature"] - 2.0) < 0.2 and abs(cal["intercept"] + 0.4) < 0.15
     p = torch.sigmoid(apply_calibration(reported, cal)[:, 0])
     assert abs(float(p.mean() - y.mean())) < 0.01
+    assert abs(cal["calib_large_after"] - float(p.double().mean() - y.double().mean())) < 1e-6
+    assert cal["calib_large_before"] > 0.1  # the shift the map took out
     fixed = hazard_nll(apply_calibration(reported, cal), tau_bin, observed)
     assert fixed < hazard_nll(reported, tau_bin, observed)
     # one monotone map: the ranking of users is untouched

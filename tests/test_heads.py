@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from seqchurn.losses import hazard_nll
 from seqchurn.models.heads import (
     HazardHead,
     hazards,
     p_churn,
+    pooled_hazards,
     survival_at_edges,
     survival_curve,
     tau_median,
@@ -24,6 +26,24 @@ EDGES = [0, 30, 60]
 def logits_of(h):
     h = torch.tensor(h, dtype=torch.float64)
     return torch.log(h / (1 - h))
+
+
+def test_pooled_hazards_are_the_intercept_only_fit_the_head_starts_from():
+    rng = np.random.default_rng(0)
+    tau_bin = rng.integers(0, 4, size=500)  # 3 logits, bin 3 open
+    observed = (rng.random(500) < 0.7) | (tau_bin == 0)
+    prior = pooled_hazards(tau_bin, observed, 3)
+    z = torch.logit(torch.tensor(prior, dtype=torch.float64)).expand(500, 3).clone()
+    z.requires_grad_(True)
+    hazard_nll(z, torch.as_tensor(tau_bin), torch.as_tensor(observed)).backward()
+    assert float(z.grad.sum(0).abs().max()) < 1e-9  # the likelihood's stationary point
+    head = HazardHead(in_dim=5, n_bins=4)
+    head.init_bias(prior)
+    out = torch.sigmoid(head(torch.zeros(2, 5)))
+    assert torch.allclose(out, torch.tensor([prior, prior], dtype=out.dtype), atol=1e-6)
+    assert pooled_hazards(np.array([0, 0]), np.array([True, True]), 2) == [1.0, 0.5]
+    with pytest.raises(ValueError, match="prior hazards"):
+        head.init_bias([0.5])
 
 
 def test_head_shape():

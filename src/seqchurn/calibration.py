@@ -75,11 +75,14 @@ def fit_calibration(
     With fewer than `min_rows` rows, or rows of one class only, nothing is fitted.
 
     Returns:
-        {"temperature", "intercept", "kept", "rows", "loss_before", "loss_heldout", "gain_z"}.
+        {"temperature", "intercept", "kept", "rows", "loss_before", "loss_heldout", "gain_z",
+        "calib_large_before", "calib_large_after"}: the last two are these rows' mean p_churn
+        minus their churn rate before and after the map (equal when it is not kept).
     """
     n = len(logits)
     out = {**IDENTITY, "kept": False, "rows": n, "loss_before": float("nan")}
     out.update(loss_heldout=float("nan"), gain_z=float("nan"))
+    out["calib_large_before"] = out["calib_large_after"] = _calib_large(logits, y, IDENTITY)
     if n < min_rows or len(torch.unique(y)) < 2:
         return out
     order = torch.as_tensor(np.random.default_rng(seed).permutation(n))
@@ -98,4 +101,13 @@ def fit_calibration(
     out["gain_z"] = float(gain.mean()) / se if se > 0 else 0.0
     if out["gain_z"] > z_keep:
         out.update(fit_affine(logits, tau_bin, observed), kept=True)
+        out["calib_large_after"] = _calib_large(logits, y, out)
     return out
+
+
+def _calib_large(logits, y, calibration: dict) -> float:
+    """Mean p_churn minus churn rate of these rows under `calibration` (NaN without rows)."""
+    if len(logits) == 0:
+        return float("nan")
+    z = logits[:, 0].double() / calibration["temperature"] + calibration["intercept"]
+    return float(torch.sigmoid(z).mean() - y.double().mean())

@@ -108,7 +108,8 @@ class Recalibration(_ValidationRows):
             f"recalibration on {cal['rows']} validation rows of the latest training cutoff: "
             f"temperature {cal['temperature']:.3f}, intercept {cal['intercept']:+.3f}, {verdict} "
             f"(hazard NLL {cal['loss_before']:.4f} -> {cal['loss_heldout']:.4f} held out, "
-            f"gain {cal['gain_z']:.1f} standard errors)"
+            f"gain {cal['gain_z']:.1f} standard errors); mean p - churn rate there "
+            f"{cal.get('calib_large_after', float('nan')):+.4f}"
         )
 
 

@@ -31,6 +31,7 @@ from seqchurn.data.windows import (
 from seqchurn.retention.segments import SegmentModel, SegmentSettings, fit_segments
 from seqchurn.simulate import SimulatedLog
 from seqchurn.errors import DataError, check_fraction, check_settings
+from seqchurn.models.heads import pooled_hazards
 from seqchurn.module import PREPROCESSING_KEY
 from seqchurn.data.timestamps import config_day
 
@@ -262,6 +263,12 @@ class ChurnDataModule(pl.LightningDataModule):
     def sizes(self) -> dict:
         """Data-derived sizes for building the model."""
         return self.preprocessor.sizes
+
+    @property
+    def hazard_prior(self) -> list[float]:
+        """Pooled per-bin hazards of the training rows, where the model's head starts."""
+        train = self.snapshots["train"]
+        return pooled_hazards(train["tau_bin"], train["observed"], len(self.bin_edges))
 
     def preprocessing_state(self) -> dict:
         """What prediction needs besides the weights: preprocessing, bins and the label settings."""

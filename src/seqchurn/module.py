@@ -27,6 +27,8 @@ class ChurnModule(pl.LightningModule):
         loss_lambda: weight of the time-to-churn terms (bins >= 1); 0 gives a plain classifier.
         pretrained: the self-supervised pretraining the encoder started from ("coles",
             pretrain.py), recorded for readers of the checkpoint; None = none.
+        hazard_prior: (K-1) pooled training hazards the head's bias starts from
+            (heads.pooled_hazards); None = a zero bias.
     """
 
     def __init__(
@@ -44,12 +46,15 @@ class ChurnModule(pl.LightningModule):
         pos_weight: float | None = None,
         focal_gamma: float = 0.0,
         pretrained: str | None = None,
+        hazard_prior: Sequence[float] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         sizes = InputSizes(n_event_types, n_numeric, n_summary, tuple(static_cardinalities))
         self.encoder = build_encoder(encoder, sizes, **dict(encoder_kwargs or {}))
         self.head = HazardHead(self.encoder.out_dim, len(bin_edges) + 1)
+        if hazard_prior is not None:
+            self.head.init_bias(hazard_prior)
         metrics = churn_metrics()
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")

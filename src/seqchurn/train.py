@@ -64,7 +64,12 @@ def train(cfg: DictConfig) -> tuple[dict, dict]:
     # recorded in the hyper-parameters, so a checkpoint tells that its encoder was pretrained
     extra = {"pretrained": pretrainer.name} if pretrainer is not None else {}
     model = instantiate(
-        cfg.model, bin_edges=datamodule.bin_edges, **datamodule.sizes, **extra, _convert_="all"
+        cfg.model,
+        bin_edges=datamodule.bin_edges,
+        hazard_prior=datamodule.hazard_prior,
+        **datamodule.sizes,
+        **extra,
+        _convert_="all",
     )
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,6 +26,32 @@ class HazardHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x)
+
+    def init_bias(self, prior: Sequence[float]) -> None:
+        """Start each bin's logit at the logit of its pooled training hazard.
+
+        From a zero bias every user starts at p = 0.5; on a log whose churn rate is near 1
+        the early-stopped fit can end before the intercept has travelled that far, and the
+        probabilities stay far below the rate while the ranking (AUROC) is already good.
+        """
+        h = torch.as_tensor(prior, dtype=self.linear.bias.dtype)
+        if h.shape != self.linear.bias.shape:
+            raise ValueError(f"need {self.linear.bias.numel()} prior hazards, got {h.numel()}")
+        with torch.no_grad():
+            self.linear.bias.copy_(torch.logit(h.clamp(1e-4, 1 - 1e-4)))
+
+
+def pooled_hazards(tau_bin: np.ndarray, observed: np.ndarray, n_logits: int) -> list[float]:
+    """Per-bin hazard of rows pooled (the intercept-only fit of the hazard likelihood).
+
+    A row is at risk in bin k when tau_bin >= k (losses.hazard_nll's terms) and has its event
+    there when observed with tau_bin == k; a bin nobody reaches gets 0.5.
+    """
+    tau_bin, observed = np.asarray(tau_bin), np.asarray(observed, dtype=bool)
+    k = np.arange(n_logits)
+    at_risk = (tau_bin[:, None] >= k).sum(axis=0)
+    events = np.bincount(tau_bin[observed], minlength=n_logits + 1)[:n_logits]
+    return [float(e / r) if r else 0.5 for e, r in zip(events, at_risk)]
 
 
 def hazards(logits: torch.Tensor) -> torch.Tensor:
