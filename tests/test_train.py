@@ -64,6 +64,10 @@ def test_fast_dev_run(make_cfg, model):
     assert (
         objects["datamodule"].preprocessing_state()["bin_edges"] == objects["datamodule"].bin_edges
     )
+    # the head started from the training rows' pooled hazards, one per finite bin edge
+    prior = objects["model"].hparams.hazard_prior
+    assert prior == objects["datamodule"].hazard_prior
+    assert len(prior) == len(objects["datamodule"].bin_edges) and 0 < prior[0] < 1
 
 
 def test_an_encoder_outside_the_package_trains_through_config_alone(make_cfg):
