@@ -151,11 +151,13 @@ def study_markdown(key: str, study: dict, boot: pd.DataFrame) -> str:
             + [mean_std_cell(part["seconds"], 1)]
         )
     header = ["dataset", "arm", "runs"] + [h for _, h in shown] + ["seconds"]
-    parts = [
-        f"### {study['title']}",
-        f"`--only {key}`; one seed per arm unless runs say more.",
-        table(header, body),
-    ]
+    note = f"`--only {key}`; one seed per arm unless runs say more."
+    if any(c == "val_calib_large" for c, _ in shown):
+        note += (
+            " Validation: the validation users of the latest training cutoff, as scored (after"
+            " the recalibration where it was kept); the period before the test one."
+        )
+    parts = [f"### {study['title']}", note, table(header, body)]
     if not boot.empty:
         metrics = list(boot["metric"].drop_duplicates())
         keyed = {(r.dataset, r.a, r.b, r.metric): r for r in boot.itertuples()}
