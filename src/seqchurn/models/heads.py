@@ -47,9 +47,9 @@ def pooled_hazards(tau_bin: np.ndarray, observed: np.ndarray, n_logits: int) -> 
     A row is at risk in bin k when tau_bin >= k (losses.hazard_nll's terms) and has its event
     there when observed with tau_bin == k; a bin nobody reaches gets 0.5.
     """
-    tau_bin, observed = np.asarray(tau_bin), np.asarray(observed, dtype=bool)
-    k = np.arange(n_logits)
-    at_risk = (tau_bin[:, None] >= k).sum(axis=0)
+    tau_bin, observed = np.asarray(tau_bin, dtype=np.int64), np.asarray(observed, dtype=bool)
+    rows = np.bincount(tau_bin, minlength=n_logits + 1)
+    at_risk = rows[::-1].cumsum()[::-1][:n_logits]  # rows with tau_bin >= k
     events = np.bincount(tau_bin[observed], minlength=n_logits + 1)[:n_logits]
     return [float(e / r) if r else 0.5 for e, r in zip(events, at_risk)]
 
