@@ -22,6 +22,7 @@ from seqchurn.errors import DataError
 
 CONTRACT_COLUMNS = ("user_id", "timestamp", "event_type", "amount", "quantity")
 REQUIRED_COLUMNS = ("user_id", "timestamp")
+AMOUNT_COLUMNS = ("amount", "quantity")  # numeric, checked; missing means 0
 DEFAULT_EVENT_TYPE = "purchase"
 CDNOW_RESOURCE = "cdnow_master.txt.gz"
 _SHOW_BAD_ROWS = 3
@@ -204,36 +205,39 @@ def clean_events(
     def line_of(rows: np.ndarray) -> np.ndarray:
         return rows + 1 + header_lines
 
-    timestamp = parse_timestamps(ts_raw, ~null, line_of, timestamp_format)
-    out = pd.DataFrame({"user_id": user_text[user_code], "timestamp": timestamp})
+    timestamp = parse_timestamps(ts_raw, ~null, line_of, timestamp_format).to_numpy()
+    amounts = {c: _amounts(frame, c, ~null, header_lines, max_value) for c in AMOUNT_COLUMNS}
+
+    # By user (in the text order of the ids) then time, stably: integer keys sort fast. Each
+    # column is gathered once, in that order, into the frame built once.
+    rank = np.empty(len(user_text), dtype=np.int64)
+    rank[np.argsort(user_text, kind="stable")] = np.arange(len(user_text))
+    kept = np.flatnonzero(~null)
+    rows = kept[np.lexsort((timestamp[kept].astype(np.int64), rank[user_code[kept]]))]
+    ts = timestamp[rows]
+    columns = {
+        "user_id": user_text[user_code[rows]],
+        "timestamp": ts,
+        "day": ts.astype("datetime64[D]").astype(np.int64),
+    }
     if "event_type" in frame.columns:
         type_code, type_text = _text_codes(frame["event_type"])
         # code -1 (a missing type) picks the appended default
         names = np.append(pd.Series(type_text, dtype=object).str.strip().to_numpy(), None)
         names[-1] = DEFAULT_EVENT_TYPE
-        out["event_type"] = names[type_code]
+        columns["event_type"] = names[type_code[rows]]
     else:
-        out["event_type"] = DEFAULT_EVENT_TYPE
-    for col in ("amount", "quantity"):
-        out[col] = _amounts(frame, col, ~null, header_lines, max_value)
-    for col in carry:
-        out[col] = frame[col].to_numpy()
-    out = out.loc[~null]
-
-    out["day"] = out["timestamp"].to_numpy().astype("datetime64[D]").astype(np.int64)
-    # By user (in the text order of the ids) then time, stably: integer keys sort fast.
-    rank = np.empty(len(user_text), dtype=np.int64)
-    rank[np.argsort(user_text, kind="stable")] = np.arange(len(user_text))
-    ts_key = out["timestamp"].to_numpy().astype(np.int64)
-    order = np.lexsort((ts_key, rank[user_code[~null]]))
-    out = out.iloc[order].reset_index(drop=True)
+        columns["event_type"] = np.full(len(rows), DEFAULT_EVENT_TYPE, dtype=object)
+    columns.update({c: values[rows] for c, values in amounts.items()})
+    columns.update({c: frame[c].to_numpy()[rows] for c in carry})
+    out = pd.DataFrame(columns)
     if merge_same_day:
         before = len(out)
         out = merge_same_day_events(out)
         report["merged_same_day_rows"] = before - len(out)
     report["rows_kept"] = int(len(out))
     report["users"] = int(out["user_id"].nunique())
-    return out[["user_id", "timestamp", "day", "event_type", "amount", "quantity", *carry]], report
+    return out, report
 
 
 def merge_same_day_events(events: pd.DataFrame) -> pd.DataFrame:
