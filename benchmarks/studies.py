@@ -152,7 +152,7 @@ def study_markdown(key: str, study: dict, boot: pd.DataFrame) -> str:
         )
     header = ["dataset", "arm", "runs"] + [h for _, h in shown] + ["seconds"]
     note = f"`--only {key}`; one seed per arm unless runs say more."
-    if any(c == "val_calib_large" for c, _ in shown):
+    if "val_calib_large" in dict(shown):
         note += (
             " Validation: the validation users of the latest training cutoff, as scored (after"
             " the recalibration where it was kept); the period before the test one."

@@ -53,9 +53,13 @@ def fit_affine(logits: torch.Tensor, tau_bin: torch.Tensor, observed: torch.Tens
     return {"temperature": 1.0 / inv_t, "intercept": b}
 
 
+def _mapped(logits: torch.Tensor, calibration: dict) -> torch.Tensor:
+    """The logits under `calibration`'s temperature and intercept, kept or not, in float64."""
+    return logits.double() / calibration["temperature"] + calibration["intercept"]
+
+
 def _row_losses(logits, tau_bin, observed, calibration: dict) -> torch.Tensor:
-    z = logits.double() / calibration["temperature"] + calibration["intercept"]
-    return hazard_nll(z, tau_bin, observed, reduction="none").detach()
+    return hazard_nll(_mapped(logits, calibration), tau_bin, observed, reduction="none").detach()
 
 
 def fit_calibration(
@@ -109,5 +113,4 @@ def _calib_large(logits, y, calibration: dict) -> float:
     """Mean p_churn minus churn rate of these rows under `calibration` (NaN without rows)."""
     if len(logits) == 0:
         return float("nan")
-    z = logits[:, 0].double() / calibration["temperature"] + calibration["intercept"]
-    return float(torch.sigmoid(z).mean() - y.double().mean())
+    return float(torch.sigmoid(_mapped(logits[:, 0], calibration)).mean() - y.double().mean())
