@@ -37,6 +37,10 @@ def _sweeper(service: RiskService, interval_s: float, stop: threading.Event) -> 
 def build_service(cfg: DictConfig) -> RiskService:
     if cfg.sweep.interval_s < 0:
         raise DataError(f"sweep.interval_s must be >= 0, got {cfg.sweep.interval_s}")
+    if not 0 <= cfg.ingest.group_wait_ms <= 1000:
+        raise DataError(
+            f"ingest.group_wait_ms must be in [0, 1000], got {cfg.ingest.group_wait_ms}"
+        )
     return RiskService(
         cfg.ckpt_path,
         Store.open(cfg.store.url),
@@ -48,6 +52,7 @@ def build_service(cfg: DictConfig) -> RiskService:
         timestamp_format=cfg.scoring.timestamp_format,
         users_path=cfg.users_path,
         sweep_batch_users=cfg.sweep.batch_users,
+        group_wait_s=cfg.ingest.group_wait_ms / 1000,
     )
 
 

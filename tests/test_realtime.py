@@ -278,6 +278,58 @@ def test_hundreds_of_random_malformed_requests_change_nothing(make_service, log_
     assert client.get("/health").status_code == 200
 
 
+def test_waiting_requests_are_answered_by_their_own_group(make_service, log_items):
+    """Requests queued during a write go out together in the next one, and each is answered
+    when that write ends, not after a later write it had no part in."""
+    import threading
+    import time
+
+    service = make_service(group_wait_s=0.05)
+    write, groups, ends = service._write_group, [], []
+
+    def slow_write(group):
+        groups.append(len(group))
+        time.sleep(0.4)  # long enough for the next requests to queue behind this one
+        write(group)
+        ends.append(time.perf_counter())
+
+    service._write_group = slow_write
+    batches = [log_items[i : i + 50] for i in range(0, 300, 50)]
+    replied = {}
+
+    def post(k):
+        service.ingest(batches[k])
+        replied[k] = time.perf_counter()
+
+    threads = [threading.Thread(target=post, args=(k,)) for k in range(len(batches))]
+    threads[0].start()
+    time.sleep(0.2)  # during the first write: four requests queue
+    for t in threads[1:5]:
+        t.start()
+    time.sleep(0.4)  # during the second write: one more
+    threads[5].start()
+    for t in threads:
+        t.join(timeout=60)
+    assert groups == [1, 4, 1]
+    assert all(ends[1] <= replied[k] < ends[2] for k in range(1, 5)), (replied, ends)
+    with service.store.reading() as conn:
+        assert service.store.count_events(conn) == 300
+
+
+def test_a_failed_group_write_fails_its_requests_alone(make_service, log_items):
+    service = make_service()
+    write = service._write_group
+
+    def failing(group):
+        raise RuntimeError("disk full")
+
+    service._write_group = failing
+    with pytest.raises(RuntimeError, match="disk full"):
+        service.ingest(log_items[:50])
+    service._write_group = write
+    assert service.ingest(log_items[:50])["new"] == 50
+
+
 def test_concurrent_requests_are_written_together_once_each(make_service, log_items):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -215,16 +215,18 @@ class Scorer:
                 "or their inputs are far outside what it was trained on"
             )
         rfm = dataset.raw_summary
-        out = pd.DataFrame({"user_id": snaps["user_id"].to_numpy(dtype=object)})
-        out["cutoff"] = pd.to_datetime(snaps["cutoff"].to_numpy(), unit="D")
-        for name, values in prediction_columns(
-            logits, self.edges, snaps["cutoff"].to_numpy()
-        ).items():
-            out[name] = values
+        # Columns gathered first and framed once: a column at a time costs more than the
+        # model itself on the service's batches of a hundred users.
+        cutoffs = snaps["cutoff"].to_numpy()
+        out = {
+            "user_id": snaps["user_id"].to_numpy(dtype=object),
+            "cutoff": cutoffs.astype("datetime64[D]").astype("M8[ns]"),
+            **prediction_columns(logits, self.edges, cutoffs),
+        }
         out["value_12m"] = expected_value_12m(rfm, self.horizon)
-        out["value_at_risk"] = out["p_churn"].to_numpy() * out["value_12m"].to_numpy()
+        out["value_at_risk"] = out["p_churn"] * out["value_12m"]
         if self.tiers:
-            out["risk_tier"] = assign_tiers(out["p_churn"].to_numpy(), self.tiers)
+            out["risk_tier"] = assign_tiers(out["p_churn"], self.tiers)
         if self.segments is not None:
             for col, values in self.segments.assign(rfm).items():
                 out[col] = values.to_numpy()
@@ -233,6 +235,7 @@ class Scorer:
         if self.explain is not None:
             out["top_reasons"] = reasons
             out["explain_method"] = method
+        return pd.DataFrame(out)
         return out
 
 

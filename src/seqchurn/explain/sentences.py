@@ -158,15 +158,24 @@ class Reasons:
             members = np.asarray(g.members)
             best.append(members[np.argmax(self.attr[:, members], axis=1)])
         total = self.merge(sums, best)
-        texts = np.stack([self.text(g, b) for g, b in zip(self.groups, best)], axis=1)
+        # A group's sentences are written only once some user could still pick them: on the
+        # service's small batches most groups are nobody's top reason.
+        texts = np.full((bsz, len(self.groups)), None, dtype=object)
+        written = np.zeros(len(self.groups), bool)
         order = np.argsort(-total, axis=1, kind="stable")
         chosen = np.full((bsz, top_k), None, dtype=object)
         count = np.zeros(bsz, np.int64)
         rows = np.arange(bsz)
         for rank in range(order.shape[1]):
             g = order[:, rank]
+            wanted = (total[rows, g] > 0) & (count < top_k)
+            if not wanted.any():
+                break
+            for k in np.unique(g[wanted & ~written[g]]):
+                texts[:, k] = self.text(self.groups[k], best[k])
+                written[k] = True
             text = texts[rows, g]
-            ok = (total[rows, g] > 0) & (count < top_k) & (text != None)  # noqa: E711
+            ok = wanted & (text != None)  # noqa: E711
             ok &= ~(chosen == text[:, None]).any(1)
             chosen[rows[ok], count[ok]] = text[ok]
             count[ok] += 1

@@ -111,14 +111,6 @@ def open_engine(url: str) -> Engine:
     return engine
 
 
-def _insert(table: sa.Table, dialect: str):
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
-
-
 @dataclass
 class Store:
     """Typed reads and writes of the tables above; writes happen inside `transaction()`."""
@@ -145,6 +137,31 @@ class Store:
 
     # -- events ---------------------------------------------------------------------------
 
+    # The statements a POST /events runs go to the driver as text with plain tuples:
+    # SQLAlchemy's per-row parameter processing cost more than the database on batches of 100.
+
+    def _sql(self, text: str) -> str:
+        """`?` placeholders in the driver's style (psycopg's %s on PostgreSQL)."""
+        return text.replace("?", "%s") if self.dialect == "postgresql" else text
+
+    def _in(self, column: str, ids: list) -> tuple[str, tuple]:
+        """`column IN (ids)` as SQL text and its parameters (one array on PostgreSQL)."""
+        if self.dialect == "postgresql":
+            return f"{column} = ANY(%s)", (list(ids),)
+        return f"{column} IN ({','.join('?' * len(ids))})", tuple(ids)
+
+    def _select_in(self, conn: Connection, head: str, column: str, ids: list, tail: str = ""):
+        """Rows of `head WHERE column IN ids tail`, the ids in chunks a statement can bind."""
+        rows = []
+        for part in _chunks(ids, _IDS_PER_QUERY):
+            where, params = self._in(column, part)
+            rows += conn.exec_driver_sql(f"{head} WHERE {where} {tail}", params).all()
+        return rows
+
+    def _many(self, conn: Connection, text: str, rows: list[tuple]) -> None:
+        if rows:
+            conn.exec_driver_sql(self._sql(text), rows)
+
     def add_events(self, conn: Connection, frame: pd.DataFrame) -> pd.DataFrame:
         """Insert the rows whose `event_id` is new; returns those rows (the rest were stored before).
 
@@ -152,58 +169,50 @@ class Store:
         """
         frame = frame.drop_duplicates("event_id", keep="first")
         ids = frame["event_id"].tolist()
-        seen = set()
-        for part in _chunks(ids, _IDS_PER_QUERY):
-            rows = conn.execute(sa.select(events.c.event_id).where(events.c.event_id.in_(part)))
-            seen.update(r[0] for r in rows)
-        new = frame[~frame["event_id"].isin(seen)]
-        records = _records(new, EVENT_COLUMNS)
+        seen = {r[0] for r in self._select_in(conn, "SELECT event_id FROM events", "event_id", ids)}
+        new = frame[~frame["event_id"].isin(seen)] if seen else frame
+        columns = ", ".join(EVENT_COLUMNS)
         # The conflict clause keeps a concurrent writer of the same id from failing the batch.
-        stmt = _insert(events, self.dialect).on_conflict_do_nothing(index_elements=["event_id"])
-        for part in _chunks(records, _ROWS_PER_INSERT):
-            conn.execute(stmt, part)
+        self._many(
+            conn,
+            f"INSERT INTO events ({columns}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))}) "
+            "ON CONFLICT (event_id) DO NOTHING",
+            _tuples(new, EVENT_COLUMNS),
+        )
         if len(new):
             last = new.groupby("user_id", sort=False)["day"].max()
-            self._raise_last_day(conn, last)
+            bigger = "max" if self.dialect == "sqlite" else "greatest"
+            self._many(
+                conn,
+                "INSERT INTO users (user_id, last_day) VALUES (?, ?) ON CONFLICT (user_id) "
+                f"DO UPDATE SET last_day = {bigger}(users.last_day, excluded.last_day)",
+                list(zip(last.index.tolist(), last.tolist())),
+            )
             self._raise_meta_int(conn, "max_day", int(new["day"].max()))
         return new
-
-    def _raise_last_day(self, conn: Connection, last: pd.Series) -> None:
-        stmt = _insert(users, self.dialect)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["user_id"],
-            set_={"last_day": sa.func.max(users.c.last_day, stmt.excluded.last_day)}
-            if self.dialect == "sqlite"
-            else {"last_day": sa.func.greatest(users.c.last_day, stmt.excluded.last_day)},
-        )
-        records = [{"user_id": u, "last_day": int(d)} for u, d in last.items()]
-        for part in _chunks(records, _ROWS_PER_INSERT):
-            conn.execute(stmt, part)
 
     def user_events(self, conn: Connection, user_ids: Sequence[str]) -> pd.DataFrame:
         """The stored events of `user_ids` as `clean_events` leaves a file: sorted by user (by
         code point, as Python sorts text), then time, then arrival; columns of a cleaned log."""
-        frames = []
-        user = events.c.user_id
-        by_code_point = user.collate("C") if self.dialect == "postgresql" else user
-        for part in _chunks(list(user_ids), _IDS_PER_QUERY):
-            query = (
-                sa.select(*[events.c[c] for c in EVENT_COLUMNS[1:]])
-                .where(user.in_(part))
-                .order_by(by_code_point, events.c.ts_ns, events.c.seq)
-            )
-            frames.append(pd.DataFrame(conn.execute(query).all(), columns=list(EVENT_COLUMNS[1:])))
-        if not frames:
-            frames.append(pd.DataFrame(columns=list(EVENT_COLUMNS[1:])))
-        out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        by_code_point = 'user_id COLLATE "C"' if self.dialect == "postgresql" else "user_id"
+        rows = self._select_in(
+            conn,
+            f"SELECT {', '.join(EVENT_COLUMNS[1:])} FROM events",
+            "user_id",
+            list(user_ids),
+            f"ORDER BY {by_code_point}, ts_ns, seq",
+        )
+        if len(user_ids) > _IDS_PER_QUERY:  # each chunk is sorted, the chunks are not
+            rows.sort(key=lambda r: (r[0], r[1]))
+        user, ts, day, kind, amount, quantity = zip(*rows) if rows else ((),) * 6
         return pd.DataFrame(
             {
-                "user_id": out["user_id"].astype(object),
-                "timestamp": pd.to_datetime(out["ts_ns"].astype(np.int64), unit="ns"),
-                "day": out["day"].astype(np.int64),
-                "event_type": out["event_type"].astype(object),
-                "amount": out["amount"].astype(np.float64),
-                "quantity": out["quantity"].astype(np.float64),
+                "user_id": np.array(user, dtype=object),
+                "timestamp": np.array(ts, dtype=np.int64).astype("datetime64[ns]"),
+                "day": np.array(day, dtype=np.int64),
+                "event_type": np.array(kind, dtype=object),
+                "amount": np.array(amount, dtype=np.float64),
+                "quantity": np.array(quantity, dtype=np.float64),
             }
         )
 
@@ -214,14 +223,10 @@ class Store:
 
     def user_rows(self, conn: Connection, user_ids: Sequence[str]) -> pd.DataFrame:
         """users rows of `user_ids` (absent users have no row), indexed by user_id."""
-        frames = []
-        for part in _chunks(list(user_ids), _IDS_PER_QUERY):
-            rows = conn.execute(sa.select(users).where(users.c.user_id.in_(part))).all()
-            frames.append(pd.DataFrame(rows, columns=[c.name for c in users.columns]))
-        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        if out.empty:
-            out = pd.DataFrame(columns=[c.name for c in users.columns])
-        return out.set_index("user_id")
+        names = [c.name for c in users.columns]
+        head = f"SELECT {', '.join(names)} FROM users"
+        rows = self._select_in(conn, head, "user_id", list(user_ids))
+        return pd.DataFrame(rows, columns=names).set_index("user_id")
 
     def unscored_before(self, conn: Connection, day: int, limit: int) -> list[str]:
         """Up to `limit` users whose stored score is older than `day` (or who have none)."""
@@ -235,32 +240,28 @@ class Store:
 
     def save_scores(self, conn: Connection, scores: pd.DataFrame, day: int, version: str) -> None:
         """Store each user's score as of `day`: columns user_id, tier_rank, p_churn, score (JSON)."""
-        records = [
-            {
-                "uid": u,
-                "scored_day": int(day),
-                "tier_rank": None if pd.isna(t) else int(t),
-                "p_churn": None if pd.isna(p) else float(p),
-                "model_version": version,
-                "score": j if isinstance(j, str) else None,
-            }
+        rows = [
+            (
+                int(day),
+                None if pd.isna(t) else int(t),  # no tier: no activity to score yet
+                None if pd.isna(p) else float(p),
+                version,
+                j if isinstance(j, str) else None,
+                u,
+            )
             for u, t, p, j in zip(
-                scores["user_id"], scores["tier_rank"], scores["p_churn"], scores["score"]
+                scores["user_id"].tolist(),
+                scores["tier_rank"].tolist(),
+                scores["p_churn"].tolist(),
+                scores["score"].tolist(),
             )
         ]
-        stmt = (
-            users.update()
-            .where(users.c.user_id == sa.bindparam("uid"))
-            .values(
-                scored_day=sa.bindparam("scored_day"),
-                tier_rank=sa.bindparam("tier_rank"),
-                p_churn=sa.bindparam("p_churn"),
-                model_version=sa.bindparam("model_version"),
-                score=sa.bindparam("score"),
-            )
+        self._many(
+            conn,
+            "UPDATE users SET scored_day = ?, tier_rank = ?, p_churn = ?, model_version = ?, "
+            "score = ? WHERE user_id = ?",
+            rows,
         )
-        for part in _chunks(records, _ROWS_PER_INSERT):
-            conn.execute(stmt, part)
 
     def tier_counts(self, conn: Connection, day: int) -> dict[int, int]:
         """Users per tier rank among those scored as of `day`."""
@@ -316,10 +317,9 @@ class Store:
             conn.execute(meta.update().where(meta.c.key == key).values(value=str(value)))
 
 
-def _records(frame: pd.DataFrame, columns: Sequence[str]) -> list[dict]:
+def _tuples(frame: pd.DataFrame, columns: Sequence[str]) -> list[tuple]:
     """Plain Python values (the drivers refuse numpy scalars on some back ends)."""
-    cols = {c: frame[c].tolist() for c in columns}
-    return [dict(zip(columns, values)) for values in zip(*cols.values())]
+    return list(zip(*(frame[c].tolist() for c in columns)))
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
