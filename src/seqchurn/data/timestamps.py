@@ -53,8 +53,9 @@ def parse_timestamps(
     else:
         positions = np.flatnonzero(valid)
         parsed = _infer(rows, lambda pos: line_of(positions[pos]))
-    out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
-    out[valid] = parsed.to_numpy()
+    values = np.full(len(raw), np.datetime64("NaT"), dtype="datetime64[ns]")
+    values[valid] = parsed.to_numpy()
+    out = pd.Series(values, index=raw.index)
     bad = valid & out.isna().to_numpy()
     if bad.any():
         how = (

@@ -52,7 +52,7 @@ class ExplainResult:
     # (B, T) per event position, in the batch's alignment (real events oldest first), 0 on padding
     position_attr: np.ndarray
     logit: np.ndarray  # (B,) churn logit of the inputs
-    baseline_logit: np.ndarray  # (B,) churn logit of the baseline
+    baseline_logit: np.ndarray  # (B,) churn logit of the baseline (NaN when not asked for)
     mask: np.ndarray  # (B, T) bool, True on real events
     index: np.ndarray | None = None  # (B,) batch[INDEX] when given, to align with predictions
 
@@ -71,6 +71,7 @@ def explain_batch(
     events_per_pass: int | None = 1 << 21,
     currency: str = "$",
     raw: RawInputs | None = None,
+    baseline_logit: bool = True,
 ) -> ExplainResult:
     """Attribute each user's churn logit to its inputs and positions; render the top reasons.
 
@@ -88,6 +89,8 @@ def explain_batch(
         currency: prefix of money amounts.
         raw: the batch's raw inputs (`SnapshotDataset.raw(rows)`), which the sentences quote;
             without them `reasons` is None.
+        baseline_logit: run the baselines through the model for `.baseline_logit`; the
+            sentences do not need it, so scoring skips that pass of "grad_x_input" (NaN).
 
     Returns:
         ExplainResult with `.reasons` (B,), `.channel_attr` (B, C), `.position_attr` (B, T).
@@ -101,7 +104,11 @@ def explain_batch(
         raise ValueError("method='coef' needs the logistic encoder; use 'ig' or 'grad_x_input'")
     device = next(model.parameters()).device
     was_training = model.training
-    model.eval()  # dropout off: attributions must be deterministic
+    # Dropout off: attributions must be deterministic. Switching modes walks every module,
+    # which costs more than a small batch's attribution: only when something is training.
+    switch = any(m.training for m in model.modules())
+    if switch:
+        model.eval()
     try:
         # Outside inference mode so a batch made under torch.inference_mode() can be differentiated.
         with torch.inference_mode(False), torch.enable_grad(), no_cudnn(device):
@@ -115,9 +122,11 @@ def explain_batch(
                     method=method,
                     n_steps=n_steps,
                     internal_batch_size=_rows_per_pass(x, n_steps, events_per_pass),
+                    baseline_logit=baseline_logit,
                 )
     finally:
-        model.train(was_training)
+        if switch:
+            model.train(was_training)
     parts = {k: v.detach().double().cpu() for k, v in parts.items()}
     x = {k: v.cpu() for k, v in x.items()}
     frame = channel_frame(parts, event_ids=x[EVENT_TYPE], table=prep.inputs, vocab=prep.vocab)
@@ -206,7 +215,15 @@ def explainer(method: str | None, n_steps: int = 32) -> Callable | None:
         raise DataError(f"unknown explain method {method!r}: use {', '.join(CHOICES)} or none")
 
     def reasons(model, batch, preprocessor, raw) -> tuple[list[str], str]:
-        result = explain_batch(model, batch, preprocessor, method=method, n_steps=n_steps, raw=raw)
+        result = explain_batch(
+            model,
+            batch,
+            preprocessor,
+            method=method,
+            n_steps=n_steps,
+            raw=raw,
+            baseline_logit=False,
+        )
         return result.reasons, result.method
 
     return reasons

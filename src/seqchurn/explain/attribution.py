@@ -104,7 +104,12 @@ def _substitute(modules: list[nn.Module]) -> Iterator[dict]:
 
 
 def gradient_attr(
-    model: nn.Module, x: dict, method: str, n_steps: int, internal_batch_size: int | None
+    model: nn.Module,
+    x: dict,
+    method: str,
+    n_steps: int,
+    internal_batch_size: int | None,
+    baseline_logit: bool = True,
 ) -> dict:
     """Integrated gradients or gradient x (input - baseline) on summary, numeric and embedded inputs."""
     type_emb, static_embs = getattr(model.encoder, "embeddings", (None, []))
@@ -148,8 +153,11 @@ def gradient_attr(
                 0.0 * v.flatten(1).sum(1) for v in (summary, numeric, *rest[: len(modules)])
             )
 
-        with torch.no_grad():
-            base = f(*baselines, *extra)
+        if baseline_logit or method == "ig":
+            with torch.no_grad():
+                base = f(*baselines, *extra)
+        else:  # grad x input needs no pass through the baseline
+            base = torch.full(mask.shape[:1], float("nan"), device=mask.device)
         if method == "ig":
             with torch.no_grad():
                 logit = f(*inputs, *extra)

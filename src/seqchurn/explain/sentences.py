@@ -69,7 +69,8 @@ def _ago(days_before: np.ndarray) -> np.ndarray:
 
 
 def _format(template: str, values: np.ndarray) -> np.ndarray:
-    return pd.Series(values, dtype=np.float64).map(template.format).to_numpy(object)
+    fmt = template.format
+    return np.array([fmt(v) for v in np.asarray(values, np.float64).tolist()], dtype=object)
 
 
 def _plural(word: str, many: bool) -> str:

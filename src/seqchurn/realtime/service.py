@@ -11,6 +11,7 @@ new score, so an alert is written once whatever crashes around it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import threading
@@ -101,6 +102,13 @@ class RiskService:
         self.explained = Scorer(
             model, batch_size=batch_size, explain=explainer(explain, explain_steps)
         )
+        # The reasons hook a model's embeddings for their own batch, so a model scores one
+        # batch at a time; reads (GET /risk, POST /score) get a copy of their own and never
+        # wait for a write's scoring.
+        self.reader = Scorer(
+            copy.deepcopy(model), batch_size=batch_size, explain=self.explained.explain
+        )
+        self._read = threading.Lock()
         # One writer at a time: SQLite has one anyway, and a user rescored by two requests at
         # once could compare against a tier the other has not committed yet.
         self._write = threading.Lock()
@@ -133,14 +141,19 @@ class RiskService:
         they are checked and ordered already, as `clean_events` leaves a file."""
         return merge_same_day_events(events) if self.merge else events
 
-    def _score(self, events: pd.DataFrame, day: int, explain: bool) -> pd.DataFrame:
-        """Prediction rows (inference.Scorer's columns) of the users of raw contract `events`."""
+    def _score(
+        self, events: pd.DataFrame, day: int, explain: bool, read: bool = False
+    ) -> pd.DataFrame:
+        """Prediction rows (inference.Scorer's columns) of the users of raw contract `events`;
+        `read` scores on the readers' model (always with reasons)."""
         if events.empty:
             return pd.DataFrame()
-        scorer = self.explained if explain else self.plain
+        if read:
+            scorer, lock = self.reader, self._read
+        else:
+            scorer, lock = (self.explained if explain else self.plain), self._model
         clean = self._clean(events)
-        # The reasons hook the model's embedding for their own batch: one batch at a time.
-        with self._model:
+        with lock:
             return scorer.score(clean, day, self.users)
 
     def inputs(self, user_ids: Sequence[str], day: int):
@@ -221,8 +234,10 @@ class RiskService:
             columns={"cutoff": "as_of"}
         )
         for col in ("as_of", "expected_churn_date"):
-            frame[col] = frame[col].dt.strftime("%Y-%m-%d").astype(object)
-            frame.loc[frame[col].isna(), col] = None
+            days = frame[col].to_numpy().astype("datetime64[D]")
+            text = np.datetime_as_string(days).astype(object)
+            text[np.isnat(days)] = None
+            frame[col] = text
         frame["model_version"] = self.version
         return frame.to_json(orient="records", lines=True, double_precision=15).splitlines()
 
@@ -327,7 +342,7 @@ class RiskService:
                 if explained and stored["model_version"] == self.version:
                     return score
             events = self.store.user_events(conn, [user_id])
-        return self._one(self._score(events, day, explain=True), user_id, day)
+        return self._one(self._score(events, day, explain=True, read=True), user_id, day)
 
     def _one(self, scored: pd.DataFrame, user_id: str, day: int) -> dict:
         if scored.empty:
@@ -345,7 +360,9 @@ class RiskService:
                 raise Conflict(
                     f"as_of {to_date(day)} is before the latest event ({to_date(latest)})"
                 )
-        scored = self._score(frame.drop(columns=["ts_ns", "event_id"]), day, explain=True)
+        scored = self._score(
+            frame.drop(columns=["ts_ns", "event_id"]), day, explain=True, read=True
+        )
         return [json.loads(row) for row in self._json_rows(scored)] if len(scored) else []
 
     def sweep(self) -> dict:
