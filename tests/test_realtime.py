@@ -316,6 +316,19 @@ def test_waiting_requests_are_answered_by_their_own_group(make_service, log_item
         assert service.store.count_events(conn) == 300
 
 
+def test_each_request_of_a_group_gets_its_own_counts(make_service, log_items):
+    from seqchurn.realtime.service import _Pending
+
+    service = make_service()
+    first, second = log_items[:40], log_items[20:70]  # 20 events sent by both
+    group = [_Pending(service.validate(first)), _Pending(service.validate(second))]
+    service._write_group(group)
+    users = [{e["user_id"] for e in items} for items in (first, log_items[40:70])]
+    assert [p.reply["new"] for p in group] == [40, 30]
+    assert [p.reply["users_rescored"] for p in group] == [len(u) for u in users]
+    assert all(p.reply["alerts"] == 0 for p in group)  # new users have no tier to rise from
+
+
 def test_a_failed_group_write_fails_its_requests_alone(make_service, log_items):
     service = make_service()
     write = service._write_group

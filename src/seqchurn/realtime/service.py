@@ -294,8 +294,8 @@ class RiskService:
         return group
 
     def _write_group(self, group: list["_Pending"]) -> None:
-        frames = [p.frame.assign(_request=i) for i, p in enumerate(group)]
-        frame = frames[0] if len(frames) == 1 else pd.concat(frames)
+        frame = pd.concat([p.frame for p in group]) if len(group) > 1 else group[0].frame.copy()
+        frame["_request"] = np.repeat(np.arange(len(group)), [len(p.frame) for p in group])
         try:
             with self.store.transaction() as conn:
                 new = self.store.add_events(conn, frame)  # a repeated id: the first request's
@@ -306,15 +306,24 @@ class RiskService:
             for p in group:
                 p.error = err
             return
-        first_request = new.drop_duplicates("user_id").set_index("user_id")["_request"]
-        alerts_of = first_request.reindex(alerted).value_counts()
+        # Per request: its new events, their users, and the alerts of the users it was the
+        # first in the group to touch.
+        request = new["_request"].to_numpy()
+        codes, users = pd.factorize(new["user_id"])
+        first = np.empty(len(users), np.int64)
+        first[codes[::-1]] = request[::-1]
+        n = len(group)
+        events = np.bincount(request, minlength=n)
+        pairs = np.unique(request * len(users) + codes) // max(len(users), 1)
+        rescored = np.bincount(pairs, minlength=n)
+        alerts = np.bincount(first[np.isin(users, alerted)], minlength=n)
+        as_of = to_date(day)
         for i, p in enumerate(group):
-            mine = new[new["_request"].to_numpy() == i]
             p.reply = {
-                "new": int(len(mine)),
-                "users_rescored": int(mine["user_id"].nunique()),
-                "alerts": int(alerts_of.get(i, 0)),
-                "as_of": to_date(day),
+                "new": int(events[i]),
+                "users_rescored": int(rescored[i]),
+                "alerts": int(alerts[i]),
+                "as_of": as_of,
             }
         self.counters["events_ingested"] += len(new)
         self.counters["alerts_raised"] += len(alerted)
