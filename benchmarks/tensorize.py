@@ -34,7 +34,8 @@ from seqchurn.data.events import clean_events, read_raw
 from seqchurn.data.features import summary_features
 from seqchurn.data.labels import DEFAULT_BIN_EDGES as EDGES
 from seqchurn.data.labels import censor_edge, make_snapshots, tau_bin_of
-from seqchurn.data.sequences import EVENT_TYPE, MASK, NUMERIC, Preprocessor, make_loader
+from seqchurn.data.batches import make_loader
+from seqchurn.data.sequences import EVENT_TYPE, MASK, NUMERIC, Preprocessor
 from seqchurn.data.timeline import EventIndex
 
 # A sibling in benchmarks/: Python puts a script's own folder first on its path.

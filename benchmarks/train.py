@@ -39,7 +39,8 @@ from report import (
     performance_markers,
     write_section,
 )
-from seqchurn.data.sequences import EVENT_TYPE, MASK, NUMERIC, SnapshotDataset, make_loader
+from seqchurn.data.batches import make_loader
+from seqchurn.data.sequences import EVENT_TYPE, MASK, NUMERIC, SnapshotDataset
 from seqchurn.data.sequences import OBSERVED, TAU_BIN, Y
 from seqchurn.losses import hazard_nll
 from seqchurn.module import ChurnModule

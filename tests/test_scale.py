@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import CONF, ROOT, predict_file
-from seqchurn.data.sequences import BucketBatchSampler
+from seqchurn.data.batches import BucketBatchSampler
 from seqchurn.errors import DataError
 
 TINY = ["data=synthetic", "data.synthetic.n_users=500", "logger=csv"]
@@ -39,7 +39,7 @@ def test_ranks_split_rows_in_lockstep_and_never_score_a_row_twice(monkeypatch, s
     lengths = torch.randint(1, 40, (1001,)).numpy()
     per_rank = []
     for rank in range(3):
-        monkeypatch.setattr("seqchurn.data.sequences._rank_and_world", lambda r=rank: (r, 3))
+        monkeypatch.setattr("seqchurn.data.batches._rank_and_world", lambda r=rank: (r, 3))
         sampler = BucketBatchSampler(lengths, batch_size=64, shuffle=shuffle, seed=1)
         per_rank.append(list(sampler))
     rows = [torch.as_tensor(b) for batches in per_rank for b in batches]

@@ -8,6 +8,7 @@ import torch
 from seqchurn.data.events import clean_events
 from seqchurn.data.feature_table import time_channel
 from seqchurn.data.labels import activity_mask, make_snapshots
+from seqchurn.data.batches import BucketBatchSampler, make_loader
 from seqchurn.data.sequences import (
     EVENT_TYPE,
     INDEX,
@@ -17,9 +18,7 @@ from seqchurn.data.sequences import (
     PAD_ID,
     STATIC,
     SUMMARY,
-    BucketBatchSampler,
     Preprocessor,
-    make_loader,
 )
 from seqchurn.data.timeline import EventIndex
 
@@ -173,3 +172,16 @@ def test_a_cutoff_long_after_the_log_reads_each_user_alone():
     for key in INPUT_KEYS:
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
     assert int(got[MASK].sum()) == 2
+
+
+def test_scoring_batches_stop_at_max_tokens_padded_events():
+    lengths = np.sort(np.random.default_rng(0).integers(1, 300, size=500))
+    sampler = BucketBatchSampler(lengths, 64, max_tokens=1000)
+    batches = list(sampler)
+    assert np.array_equal(np.concatenate(batches), np.arange(500))  # every row once, in order
+    for b in batches:
+        assert len(b) <= 64
+        assert len(b) == 1 or len(b) * lengths[b].max() <= 1000
+    # a longer row than the budget still gets a batch of its own
+    assert [len(b) for b in BucketBatchSampler(np.array([5, 2000]), 64, max_tokens=100)] == [1, 1]
+    assert [len(b) for b in BucketBatchSampler(lengths, 64)] == [64] * 7 + [52]

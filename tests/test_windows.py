@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from seqchurn.data.labels import aligned_cutoffs, to_date, to_day
-from seqchurn.data.sequences import BucketBatchSampler
+from seqchurn.data.batches import BucketBatchSampler
 from seqchurn.data.windows import parse_windows, recency_weights
 from seqchurn.datamodule import ChurnDataModule
 from seqchurn.errors import DataError

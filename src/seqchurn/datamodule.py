@@ -21,7 +21,8 @@ from seqchurn.data.labels import (
     month_end_cutoffs,
     to_date,
 )
-from seqchurn.data.sequences import Preprocessor, SnapshotDataset, make_loader
+from seqchurn.data.batches import make_loader
+from seqchurn.data.sequences import Preprocessor, SnapshotDataset
 from seqchurn.data.windows import (
     check_halflife,
     choose_window,

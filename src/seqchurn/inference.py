@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from seqchurn.data.events import MAX_VALUE, clean_events, read_users
 from seqchurn.data.labels import activity_mask, make_snapshots, to_date, to_day
-from seqchurn.data.sequences import INDEX, Preprocessor, SnapshotDataset, make_loader
+from seqchurn.data.batches import make_loader
+from seqchurn.data.sequences import INDEX, Preprocessor, SnapshotDataset
 from seqchurn.data.stream import iter_user_chunks, total_rows
 from seqchurn.data.timeline import EventIndex
 from seqchurn.errors import DataError, check_settings
@@ -129,6 +130,9 @@ class Scorer:
     batch_size: int = 4096
     explain: Callable | None = None
     precision: str = "32-true"  # or "bf16-mixed": the forward pass under bf16 autocast
+    # Padded events per batch, past one user: the long tail of a length order in smaller
+    # batches, which attention's square cost rewards; a row's outputs do not depend on it.
+    max_tokens: int | None = 1 << 14
     preprocessor: Preprocessor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -199,7 +203,7 @@ class Scorer:
         logits = torch.empty(len(snaps), len(self.edges), dtype=torch.float32)
         reasons = np.empty(len(snaps), dtype=object)
         method = None
-        for batch in make_loader(dataset, self.batch_size):
+        for batch in make_loader(dataset, self.batch_size, max_tokens=self.max_tokens):
             batch = {k: self._to_device(v) for k, v in batch.items()}
             rows = batch[INDEX].cpu()
             with torch.inference_mode(), self._autocast():

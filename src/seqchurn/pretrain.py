@@ -30,13 +30,13 @@ from typing import Callable
 import torch
 from torch import nn
 
+from seqchurn.data.batches import BucketBatchSampler
 from seqchurn.data.labels import make_snapshots
 from seqchurn.data.sequences import (
     EVENT_TYPE,
     MASK,
     NUMERIC,
     PAD_ID,
-    BucketBatchSampler,
     SnapshotDataset,
 )
 from seqchurn.errors import DataError, check_settings

@@ -145,10 +145,10 @@ class Store:
         return text.replace("?", "%s") if self.dialect == "postgresql" else text
 
     def _in(self, column: str, ids: list) -> tuple[str, tuple]:
-        """`column IN (ids)` as SQL text and its parameters (one array on PostgreSQL)."""
-        if self.dialect == "postgresql":
-            return f"{column} = ANY(%s)", (list(ids),)
-        return f"{column} IN ({','.join('?' * len(ids))})", tuple(ids)
+        """`column IN (ids)` as SQL text and its parameters. One placeholder per id, on
+        PostgreSQL too: there `= ANY(array)` compares the column cast to text, and its index
+        goes unused."""
+        return self._sql(f"{column} IN ({','.join('?' * len(ids))})"), tuple(ids)
 
     def _select_in(self, conn: Connection, head: str, column: str, ids: list, tail: str = ""):
         """Rows of `head WHERE column IN ids tail`, the ids in chunks a statement can bind."""
