@@ -285,7 +285,7 @@ def test_waiting_requests_are_answered_by_their_own_group(make_service, log_item
     import time
 
     service = make_service(group_wait_s=0.05)
-    write, groups, ends = service._write_group, [], []
+    write, groups, ends = service.commits.write, [], []
 
     def slow_write(group):
         groups.append(len(group))
@@ -293,7 +293,7 @@ def test_waiting_requests_are_answered_by_their_own_group(make_service, log_item
         write(group)
         ends.append(time.perf_counter())
 
-    service._write_group = slow_write
+    service.commits.write = slow_write
     batches = [log_items[i : i + 50] for i in range(0, 300, 50)]
     replied = {}
 
@@ -317,11 +317,11 @@ def test_waiting_requests_are_answered_by_their_own_group(make_service, log_item
 
 
 def test_each_request_of_a_group_gets_its_own_counts(make_service, log_items):
-    from seqchurn.realtime.service import _Pending
+    from seqchurn.realtime.groups import Pending
 
     service = make_service()
     first, second = log_items[:40], log_items[20:70]  # 20 events sent by both
-    group = [_Pending(service.validate(first)), _Pending(service.validate(second))]
+    group = [Pending(service.validate(first)), Pending(service.validate(second))]
     service._write_group(group)
     users = [{e["user_id"] for e in items} for items in (first, log_items[40:70])]
     assert [p.reply["new"] for p in group] == [40, 30]
@@ -331,15 +331,15 @@ def test_each_request_of_a_group_gets_its_own_counts(make_service, log_items):
 
 def test_a_failed_group_write_fails_its_requests_alone(make_service, log_items):
     service = make_service()
-    write = service._write_group
+    write = service.commits.write
 
     def failing(group):
         raise RuntimeError("disk full")
 
-    service._write_group = failing
+    service.commits.write = failing
     with pytest.raises(RuntimeError, match="disk full"):
         service.ingest(log_items[:50])
-    service._write_group = write
+    service.commits.write = write
     assert service.ingest(log_items[:50])["new"] == 50
 
 

@@ -16,7 +16,6 @@ import hashlib
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from seqchurn.data.timestamps import config_day
 from seqchurn.errors import DataError
 from seqchurn.explain import explainer
 from seqchurn.inference import Scorer, load_model
+from seqchurn.realtime.groups import GroupCommit, Pending
 from seqchurn.realtime.store import Store
 from seqchurn.realtime.validation import (
     Conflict,
@@ -52,16 +52,6 @@ def checkpoint_hash(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:12]
-
-
-@dataclass
-class _Pending:
-    """One POST /events waiting to be written: its events, then its reply or its error."""
-
-    frame: pd.DataFrame
-    reply: dict | None = None
-    error: BaseException | None = None
-    done: bool = False  # its group's write has ended, with a reply or an error
 
 
 class RiskService:
@@ -113,11 +103,7 @@ class RiskService:
         # once could compare against a tier the other has not committed yet.
         self._write = threading.Lock()
         self._model = threading.Lock()
-        self._queue: list[_Pending] = []  # requests waiting for the writer
-        self._group = threading.Condition()  # guards the queue and the two fields below
-        self._leading = False  # a request is writing (or gathering) a group
-        self._clients = 1  # requests in the service at the end of the last write
-        self.group_wait_s = float(group_wait_s)
+        self.commits = GroupCommit(self._write_group, self._write, group_wait_s)
         self.counters = {"events_ingested": 0, "alerts_raised": 0}
 
     # -- time -----------------------------------------------------------------------------
@@ -244,56 +230,14 @@ class RiskService:
     # -- requests -------------------------------------------------------------------------
 
     def ingest(self, items: Sequence[Mapping]) -> dict:
-        """Store the new events (by event_id), rescore their users, alert, all in one transaction.
-
-        Requests that arrive while another is being written are written together in the next
-        transaction (group commit): each still gets its reply only once its events are
-        committed, and the model scores their users in one pass instead of one per request.
-        Requests wait for the group that holds them, not for the writer's lock: the lock's
-        next holder would make them wait for a write that is not theirs.
-        """
-        pending = _Pending(self.validate(items))
-        with self._group:
-            self._queue.append(pending)
-            self._group.notify_all()
-            while self._leading and not pending.done:
-                self._group.wait()
-            if not pending.done:  # lead the next group, which holds this request
-                self._leading = True
-                group = self._take_group()
-        if not pending.done:
-            try:
-                with self._write:
-                    self._write_group(group)
-            except BaseException as err:  # every request of the group gets the failure
-                for p in group:
-                    p.error = p.error or err
-            finally:
-                with self._group:
-                    for p in group:
-                        p.done = True
-                    # the clients just answered, who come back together, and those queued
-                    self._clients = len(group) + len(self._queue)
-                    self._leading = False
-                    self._group.notify_all()
+        """Store the new events (by event_id), rescore their users, alert, all in one transaction
+        (which requests arriving meanwhile share: `groups.GroupCommit`)."""
+        pending = self.commits.submit(self.validate(items))
         if pending.error is not None:
             raise pending.error
         return {"received": len(items), **pending.reply}
 
-    def _take_group(self) -> list["_Pending"]:
-        """The queued requests (`self._group` held), after waiting up to `group_wait_s` for
-        as many as were in the service when the last write ended, as PostgreSQL's
-        commit_delay does when other transactions are active. Clients answered together
-        come back together: without the wait they settle into alternate groups that each
-        pay the whole cost of a write. A lone client never waits."""
-        if self._clients > 1:
-            self._group.wait_for(
-                lambda: len(self._queue) >= self._clients, timeout=self.group_wait_s
-            )
-        group, self._queue = self._queue, []
-        return group
-
-    def _write_group(self, group: list["_Pending"]) -> None:
+    def _write_group(self, group: list[Pending]) -> None:
         frame = pd.concat([p.frame for p in group]) if len(group) > 1 else group[0].frame.copy()
         frame["_request"] = np.repeat(np.arange(len(group)), [len(p.frame) for p in group])
         try:
