@@ -41,6 +41,17 @@ def test_a_wrong_checkpoint_stops_the_server_with_exit_2(tmp_path):
     assert len(lines) == 1 and "cannot load checkpoint" in lines[0]
 
 
+def test_a_bad_group_commit_wait_stops_the_server_with_exit_2(tmp_path):
+    ckpt = tmp_path / "model.ckpt"  # the setting is refused before the checkpoint is read
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    proc = serve_process(ckpt, url, free_port(), tmp_path / "run", "ingest.group_wait_ms=-1")
+    proc.wait(timeout=120)
+    assert proc.returncode == 2
+    err = (tmp_path / "run" / "server.out").read_text()
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "ingest.group_wait_ms must be in [0, 1000]" in lines[0]
+
+
 def test_sigkill_mid_stream_loses_and_doubles_nothing(scored, tmp_path):
     ckpt, log = scored[0], scored[1]
     items = as_items(pd.read_csv(log, dtype={"user_id": str}))
