@@ -240,7 +240,6 @@ class Scorer:
             out["top_reasons"] = reasons
             out["explain_method"] = method
         return pd.DataFrame(out)
-        return out
 
 
 def iter_scored_chunks(

@@ -48,13 +48,23 @@ class GroupCommit:
             if pending.done:
                 return pending
             self._leading = True  # lead the next group, which holds this request
-            group = self._take()
+            try:
+                group = self._take()
+            except BaseException:  # interrupted while gathering: another request may lead
+                self._leading = False
+                self._state.notify_all()
+                raise
         try:
             with self.lock:
                 self.write(group)
-        except BaseException as err:  # every request of the group gets the failure
+        except Exception as err:  # every request of the group gets the failure
             for p in group:
                 p.error = p.error or err
+        except BaseException as err:  # an interrupt: raised in the leader's thread alone
+            for p in group:
+                if p is not pending:
+                    p.error = p.error or RuntimeError(f"the write was interrupted: {err!r}")
+            raise
         finally:
             with self._state:
                 for p in group:

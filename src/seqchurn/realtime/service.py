@@ -246,29 +246,14 @@ class RiskService:
                 touched = list(pd.unique(new["user_id"]))
                 day = self.today(conn)
                 alerted = self._rescore(conn, touched, day) if touched else []
+                # in the transaction: a failure here must not report stored events as refused
+                replies = _replies(new, alerted, len(group), to_date(day))
         except Exception as err:  # nothing was committed: every request of the group fails
             for p in group:
                 p.error = err
             return
-        # Per request: its new events, their users, and the alerts of the users it was the
-        # first in the group to touch.
-        request = new["_request"].to_numpy()
-        codes, users = pd.factorize(new["user_id"])
-        first = np.empty(len(users), np.int64)
-        first[codes[::-1]] = request[::-1]
-        n = len(group)
-        events = np.bincount(request, minlength=n)
-        pairs = np.unique(request * len(users) + codes) // max(len(users), 1)
-        rescored = np.bincount(pairs, minlength=n)
-        alerts = np.bincount(first[np.isin(users, alerted)], minlength=n)
-        as_of = to_date(day)
-        for i, p in enumerate(group):
-            p.reply = {
-                "new": int(events[i]),
-                "users_rescored": int(rescored[i]),
-                "alerts": int(alerts[i]),
-                "as_of": as_of,
-            }
+        for p, reply in zip(group, replies):
+            p.reply = reply
         self.counters["events_ingested"] += len(new)
         self.counters["alerts_raised"] += len(alerted)
 
@@ -368,3 +353,20 @@ class RiskService:
         with self.store.reading() as conn:
             p = self.store.p_churn_of_day(conn, self.today(conn))
         return p[np.isfinite(p)]
+
+
+def _replies(new: pd.DataFrame, alerted: list[str], n: int, as_of: str) -> list[dict]:
+    """Per request of a group: its new events, their users, and the alerts of the users it
+    was the first in the group to touch (`new` keeps the requests' order)."""
+    request = new["_request"].to_numpy()
+    codes, users = pd.factorize(new["user_id"])
+    _, first_row = np.unique(codes, return_index=True)
+    first = request[first_row]
+    events = np.bincount(request, minlength=n)
+    pairs = np.unique(request * len(users) + codes) // max(len(users), 1)
+    rescored = np.bincount(pairs, minlength=n)
+    alerts = np.bincount(first[np.isin(users, alerted)], minlength=n)
+    return [
+        {"new": int(e), "users_rescored": int(u), "alerts": int(a), "as_of": as_of}
+        for e, u, a in zip(events, rescored, alerts)
+    ]
