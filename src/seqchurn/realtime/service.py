@@ -311,13 +311,16 @@ class RiskService:
             # and a moving target would sweep the same users again and again
             day = self.today(conn)
         while True:
-            with self._write, self.store.transaction() as conn:
-                ids = self.store.unscored_before(conn, day, self.sweep_batch_users)
-                if not ids:
-                    break
-                raised += len(self._rescore(conn, ids, day, all_reasons=False))
+            with self._write:
+                with self.store.transaction() as conn:
+                    ids = self.store.unscored_before(conn, day, self.sweep_batch_users)
+                    if not ids:
+                        break
+                    alerted = len(self._rescore(conn, ids, day, all_reasons=False))
+                # counted once committed, under the lock that ingest counts under
+                self.counters["alerts_raised"] += alerted
+            raised += alerted
             users += len(ids)
-        self.counters["alerts_raised"] += raised
         return {"users_rescored": users, "alerts": raised, "as_of": to_date(day)}
 
     def alerts(self, since: str | None = None, tier: str | None = None, limit: int = 100) -> list:
