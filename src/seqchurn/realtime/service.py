@@ -134,10 +134,8 @@ class RiskService:
         `read` scores on the readers' model (always with reasons)."""
         if events.empty:
             return pd.DataFrame()
-        if read:
-            scorer, lock = self.reader, self._read
-        else:
-            scorer, lock = (self.explained if explain else self.plain), self._model
+        writer = self.explained if explain else self.plain
+        scorer, lock = (self.reader, self._read) if read else (writer, self._model)
         clean = self._clean(events)
         with lock:
             return scorer.score(clean, day, self.users)

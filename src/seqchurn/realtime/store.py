@@ -144,18 +144,14 @@ class Store:
         """`?` placeholders in the driver's style (psycopg's %s on PostgreSQL)."""
         return text.replace("?", "%s") if self.dialect == "postgresql" else text
 
-    def _in(self, column: str, ids: list) -> tuple[str, tuple]:
-        """`column IN (ids)` as SQL text and its parameters. One placeholder per id, on
-        PostgreSQL too: there `= ANY(array)` compares the column cast to text, and its index
-        goes unused."""
-        return self._sql(f"{column} IN ({','.join('?' * len(ids))})"), tuple(ids)
-
     def _select_in(self, conn: Connection, head: str, column: str, ids: list, tail: str = ""):
-        """Rows of `head WHERE column IN ids tail`, the ids in chunks a statement can bind."""
+        """Rows of `head WHERE column IN ids tail`, the ids in chunks a statement can bind.
+        One placeholder per id, on PostgreSQL too: there `= ANY(array)` compares the column
+        cast to text, and its index goes unused."""
         rows = []
         for part in _chunks(ids, _IDS_PER_QUERY):
-            where, params = self._in(column, part)
-            rows += conn.exec_driver_sql(f"{head} WHERE {where} {tail}", params).all()
+            where = self._sql(f"{column} IN ({','.join('?' * len(part))})")
+            rows += conn.exec_driver_sql(f"{head} WHERE {where} {tail}", tuple(part)).all()
         return rows
 
     def _many(self, conn: Connection, text: str, rows: list[tuple]) -> None:
