@@ -53,6 +53,7 @@ def build_service(cfg: DictConfig) -> RiskService:
         users_path=cfg.users_path,
         sweep_batch_users=cfg.sweep.batch_users,
         group_wait_s=cfg.ingest.group_wait_ms / 1000,
+        store_reasons=cfg.ingest.store_reasons,
     )
 
 

@@ -110,6 +110,31 @@ def test_ingest_is_idempotent_on_event_id(make_service, log_items, tmp_path):
         assert service.store.count_events(conn) == 200
 
 
+def test_risk_is_the_same_whether_ingest_stored_the_reasons_or_not(make_service, log_items):
+    stored, lazy = make_service("all.db", store_reasons=True), make_service("lazy.db")
+    post_all(stored, log_items[:400])
+    post_all(lazy, log_items[:400])
+    users = sorted({item["user_id"] for item in log_items[300:400]})[:25]  # scored today
+    with stored.store.reading() as conn:
+        today = stored.today(conn)
+        kept = stored.store.user_rows(conn, users)
+    assert (kept["scored_day"] == today).all()  # so `stored` answers from the store
+    assert all(json.loads(score)["top_reasons"] for score in kept["score"])
+    with lazy.store.reading() as conn:
+        rows = lazy.store.user_rows(conn, users)
+    # only alerted users' reasons were written by the lazy ingest
+    assert any(json.loads(score).get("top_reasons") is None for score in rows["score"])
+    assert all(a["reasons"] for a in lazy.alerts(limit=10_000))
+    for user in users:
+        a, b = stored.risk(user), lazy.risk(user)
+        assert a["top_reasons"] and a.keys() == b.keys(), user
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert value == pytest.approx(b[key], rel=1e-5, abs=1e-6), (user, key)  # float32
+            else:
+                assert value == b[key], (user, key)
+
+
 def test_tier_rises_alert_once_across_restarts_and_sweeps(make_service, log_items):
     service = make_service()
     post_all(service, log_items[:-1])

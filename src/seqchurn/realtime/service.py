@@ -70,6 +70,7 @@ class RiskService:
         users_path: str | None = None,
         sweep_batch_users: int = 4096,
         group_wait_s: float = 0.01,
+        store_reasons: bool = False,
     ):
         if clock not in CLOCKS:
             raise DataError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
@@ -87,6 +88,7 @@ class RiskService:
         self.merge = bool(state.get("merge_same_day", False))
         self.users = read_users(users_path) if users_path else None
         self.sweep_batch_users = int(sweep_batch_users)
+        self.store_reasons = bool(store_reasons)
         self.plain = Scorer(model, batch_size=batch_size)
         explain = None if explain in (None, "none") else explain
         self.explained = Scorer(
@@ -172,8 +174,9 @@ class RiskService:
         users alerted.
 
         With `all_reasons` every stored score carries its reasons, so GET /risk answers from
-        the store all day; otherwise (sweeps: every user, most of them unchanged) only the
-        users whose tier rose get reasons, for their alerts.
+        the store all day; otherwise only the users whose tier rose get reasons, for their
+        alerts, and GET /risk works out the others' when asked. The reasons (a backward pass
+        and the sentences) cost ingest more than the rest of its scoring.
         """
         events = self.store.user_events(conn, user_ids)
         scored = self._scored(events, day, explain=all_reasons)
@@ -243,7 +246,7 @@ class RiskService:
                 new = self.store.add_events(conn, frame)  # a repeated id: the first request's
                 touched = list(pd.unique(new["user_id"]))
                 day = self.today(conn)
-                alerted = self._rescore(conn, touched, day) if touched else []
+                alerted = self._rescore(conn, touched, day, self.store_reasons) if touched else []
                 # in the transaction: a failure here must not report stored events as refused
                 replies = _replies(new, alerted, len(group), to_date(day))
         except Exception as err:  # nothing was committed: every request of the group fails
