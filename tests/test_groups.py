@@ -12,7 +12,7 @@ from seqchurn.realtime.groups import GroupCommit
 
 def answer(group):
     for p in group:
-        p.reply = {"rows": len(p.frame)}
+        p.reply = {"rows": len(p.events)}
 
 
 def test_every_request_gets_its_reply():

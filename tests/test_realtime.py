@@ -198,6 +198,9 @@ def test_http_risk_score_alerts_health_metrics_and_page(make_service, log_items)
         assert name in metrics
     page = client.get("/")
     assert page.status_code == 200 and "Latest alerts" in page.text
+    body = client.get("/openapi.json").json()["paths"]["/events"]["post"]["requestBody"]
+    schema = body["content"]["application/json"]["schema"]["properties"]["events"]["items"]
+    assert set(schema["required"]) == {"event_id", "user_id", "timestamp"}
 
 
 BAD_REQUESTS = [
@@ -346,7 +349,7 @@ def test_each_request_of_a_group_gets_its_own_counts(make_service, log_items):
 
     service = make_service()
     first, second = log_items[:40], log_items[20:70]  # 20 events sent by both
-    group = [Pending(service.validate(first)), Pending(service.validate(second))]
+    group = [Pending(first), Pending(second)]
     service._write_group(group)
     users = [{e["user_id"] for e in items} for items in (first, log_items[40:70])]
     assert [p.reply["new"] for p in group] == [40, 30]

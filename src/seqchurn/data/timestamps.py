@@ -70,6 +70,14 @@ def parse_timestamps(
     return _checked_years(out, text, valid, line_of)
 
 
+def reads_values_alone(text: pd.Series) -> bool:
+    """Whether the inferred format reads each value on its own: every value ISO 8601, or
+    every value YYYYMMDD. Parsing such a column then equals parsing its parts one by one,
+    which day/month inference does not promise."""
+    text = text.astype("string").str.strip()
+    return bool(text.str.fullmatch(_ISO).all() or text.str.fullmatch(_COMPACT).all())
+
+
 def _to_datetime(text: pd.Series, **kwargs) -> pd.Series:
     try:
         parsed = pd.to_datetime(text, errors="coerce", utc=True, **kwargs)

@@ -7,24 +7,22 @@ a group's users in one pass instead of one pass per request.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass
-
-import pandas as pd
 
 
 @dataclass
 class Pending:
     """One request waiting to be written: its events, then its reply or its error."""
 
-    frame: pd.DataFrame
+    events: Sized  # as the writer takes them: it checks them, a whole group at a time
     reply: dict | None = None
     error: BaseException | None = None
     done: bool = False  # its group's write has ended, with a reply or an error
 
 
 class GroupCommit:
-    """`submit(frame)` queues a request and returns it once its group is written.
+    """`submit(events)` queues a request and returns it once its group is written.
 
     `write(group)` sets each request's reply (or error) and runs under `lock`, which other
     writers (the sweep) share. Requests wait for the group that holds them, not for the
@@ -38,8 +36,8 @@ class GroupCommit:
         self._leading = False  # a request is writing (or gathering) a group
         self._clients = 1  # requests in the service when the last write ended
 
-    def submit(self, frame: pd.DataFrame) -> Pending:
-        pending = Pending(frame)
+    def submit(self, events: Sized) -> Pending:
+        pending = Pending(events)
         with self._state:
             self._queue.append(pending)
             self._state.notify_all()

@@ -34,8 +34,10 @@ from seqchurn.realtime.validation import (
     Limits,
     NotFound,
     TooLarge,
+    check_size,
     server_day,
     validate_events,
+    validate_group,
 )
 
 __all__ = ["Conflict", "Limits", "NotFound", "RiskService", "TooLarge"]
@@ -232,15 +234,25 @@ class RiskService:
 
     def ingest(self, items: Sequence[Mapping]) -> dict:
         """Store the new events (by event_id), rescore their users, alert, all in one transaction
-        (which requests arriving meanwhile share: `groups.GroupCommit`)."""
-        pending = self.commits.submit(self.validate(items))
+        (which requests arriving meanwhile share: `groups.GroupCommit`); the events are
+        checked (`validation.validate_group`) with the group's."""
+        check_size(items, self.limits)
+        pending = self.commits.submit(items)
         if pending.error is not None:
             raise pending.error
         return {"received": len(items), **pending.reply}
 
     def _write_group(self, group: list[Pending]) -> None:
-        frame = pd.concat([p.frame for p in group]) if len(group) > 1 else group[0].frame.copy()
-        frame["_request"] = np.repeat(np.arange(len(group)), [len(p.frame) for p in group])
+        frame, refused = validate_group(
+            [p.events for p in group], self.limits, self.timestamp_format
+        )
+        for p, err in zip(group, refused):
+            p.error = err
+        group = [p for p, err in zip(group, refused) if err is None]
+        if not group:
+            return
+        # the requests' numbers among those left, which the replies are counted by
+        frame["_request"] = np.cumsum([err is None for err in refused])[frame["_request"]] - 1
         try:
             with self.store.transaction() as conn:
                 new = self.store.add_events(conn, frame)  # a repeated id: the first request's
