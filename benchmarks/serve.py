@@ -2,7 +2,7 @@
 
     python benchmarks/serve.py [--models lstm transformer] [--ckpt lstm=PATH transformer=PATH]
                                [--postgres-url postgresql+psycopg://USER@HOST/DB | --no-postgres]
-                               [--quick] [--no-readme]
+                               [--quick] [--no-readme] [--report]
 
 For each model (a checkpoint trained here on synthetic BG/NBD customers unless --ckpt) and
 each store (a fresh SQLite file; PostgreSQL on a throwaway local server, or in fresh
@@ -340,7 +340,13 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small store")
     parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument(
+        "--report", action="store_true", help="rewrite the README section from the last results"
+    )
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads((RESULTS / "serve.json").read_text())
+        return report(saved["runs"], saved["settings"]["quick"])
     if not args.no_readme:  # fail now, not after the measure
         check_markers(README, performance_markers("serve"))
     size = QUICK if args.quick else FULL
@@ -369,14 +375,20 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"machine": cpu_note(), "quick": args.quick, "sizes": size, "goals": GOALS}
     out.write_text(json.dumps({"settings": meta, "runs": runs}, indent=2))
+    report(runs, args.quick, readme=not args.no_readme)
+
+
+def report(runs: list[dict], quick: bool, readme: bool = True) -> None:
+    """The README section of measured `runs` (also `--report`: from benchmarks/results/serve.json)."""
     header, rows = table(runs)
     lead = (
-        f"Service (`python benchmarks/serve.py{' --quick' if args.quick else ''}`, loopback, "
-        f"{cpu_note()}): scripts/serve.py in its own process, one client; /risk with reasons "
+        f"Service (`python benchmarks/serve.py{' --quick' if quick else ''}`, loopback, "
+        f"{cpu_note()}): scripts/serve.py in its own process; POSTs of 100 events from one "
+        f"client, then from {CLIENTS} at once; /risk with reasons "
         "while a second client posts 100 events every 0.1 s; sweep time scaled to 100,000 users"
-        + (" (quick run: small store, not the measure)." if args.quick else ".")
+        + (" (quick run: small store, not the measure)." if quick else ".")
     )
-    if not args.no_readme:
+    if readme:
         write_section("serve", lead, header, rows)
     print(lead)
 
