@@ -9,7 +9,10 @@ from seqchurn.data.events import clean_events
 from seqchurn.data.feature_table import time_channel
 from seqchurn.data.labels import activity_mask, make_snapshots
 from seqchurn.data.batches import BucketBatchSampler, make_loader
+from seqchurn.data.features import summary_features
+from seqchurn.data.ranges import channel_stats, sequence_inputs
 from seqchurn.data.sequences import (
+    CUTOFF,
     EVENT_TYPE,
     INDEX,
     MASK,
@@ -42,9 +45,9 @@ def random_log(seed: int, n: int = 3000, n_users: int = 150) -> pd.DataFrame:
     return clean_events(raw)[0]
 
 
-def tensors(events, prep=None, activity=("purchase",), max_len=16, users=None):
+def tensors(events, prep=None, activity=("purchase",), max_len=16, users=None, cutoffs=(C,)):
     snaps = make_snapshots(
-        events, [C], horizon=90, obs_end=None, activity_event_types=list(activity)
+        events, list(cutoffs), horizon=90, obs_end=None, activity_event_types=list(activity)
     )
     index = EventIndex(events, activity_mask(events, list(activity)))
     prep = prep or Preprocessor.fit(
@@ -54,11 +57,17 @@ def tensors(events, prep=None, activity=("purchase",), max_len=16, users=None):
     return prep, ds, ds[np.arange(len(ds))]
 
 
+# Several cutoffs per user: the dataset shares the log among its snapshots (data/ranges.py).
+MONTHLY = (C - 300, C - 200, C - 100, C)
+
+
+@pytest.mark.parametrize("cutoffs", [(C,), MONTHLY], ids=["copies", "shared"])
 @pytest.mark.parametrize("refit", [False, True])
 @pytest.mark.parametrize("seed", range(3))
-def test_leakage_events_after_cutoff_change_no_input(seed, refit):
+def test_leakage_events_after_cutoff_change_no_input(seed, refit, cutoffs):
     events = random_log(seed)
-    prep, _, before = tensors(events)
+    prep, ds, before = tensors(events, cutoffs=cutoffs)
+    assert (ds.time is not None) == (len(cutoffs) > 1)  # each layout is the one under test
     rng = np.random.default_rng(100 + seed)
     after = events["day"] > C
     changed = events.copy()
@@ -73,9 +82,30 @@ def test_leakage_events_after_cutoff_change_no_input(seed, refit):
     changed["day"] = changed["timestamp"].to_numpy().astype("datetime64[D]").astype(np.int64)
     changed = changed.sort_values(["user_id", "timestamp"]).reset_index(drop=True)
     # Refitted, the scalers see the same training inputs, so they too must come out bit-identical.
-    _, _, again = tensors(changed, None if refit else prep)
+    _, _, again = tensors(changed, None if refit else prep, cutoffs=cutoffs)
     for key in INPUT_KEYS:
         torch.testing.assert_close(before[key], again[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_shared_log_gives_the_batches_of_per_snapshot_copies():
+    events = random_log(4, n=4000)
+    snaps = make_snapshots(events, list(MONTHLY), 90, None, activity_event_types=["purchase"])
+    index = EventIndex(events, activity_mask(events, ["purchase"]))
+    prep, shared = Preprocessor.fit_transform(index, snaps, max_len=16)
+    codes, _ = index.find_users(snaps["user_id"].to_numpy(object))
+    cutoffs, users = snaps["cutoff"].to_numpy(), snaps["user_id"].to_numpy(object)
+    seq = sequence_inputs(index, codes, cutoffs, 16, False, None, users, share=False)
+    copies_stats = channel_stats(seq, cutoffs)
+    summary = summary_features(index, codes, cutoffs, count_types=prep.count_types)
+    copies = prep._dataset(seq, summary, snaps, None, keep_raw=False)
+    assert shared.time is not None and copies.time is None
+    assert len(shared.event_type) < len(copies.event_type)  # each event once, not per snapshot
+    rows = np.arange(len(snaps))
+    a, b = shared[rows], copies[rows]
+    for key in (*INPUT_KEYS, CUTOFF, INDEX):
+        assert torch.equal(a[key], b[key]), key
+    for fitted, direct in zip((prep.numeric_mean, prep.numeric_std), copies_stats):
+        np.testing.assert_allclose(fitted, direct, rtol=1e-9)
 
 
 def test_truncation_keeps_the_last_events_oldest_first():

@@ -34,6 +34,12 @@ class RaggedEvents:
         return self.type_names[self.type_code]
 
 
+def days_before_cutoff(ts: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
+    """Days from each event time (ns) to the end of its snapshot's cutoff day, which C
+    includes whole: the time channel, the one channel that depends on the snapshot."""
+    return ((cutoffs + 1) * NS_PER_DAY - ts) / NS_PER_DAY
+
+
 def _derived_channel(
     index: EventIndex, name: str, rows: np.ndarray, lengths: np.ndarray, cutoffs: np.ndarray
 ) -> np.ndarray:
@@ -41,9 +47,40 @@ def _derived_channel(
     if name == "seq_gap_prev_days":
         return index.gap_prev_days[rows]
     if name == "seq_days_before_cutoff":
-        cutoff_end_ns = (np.repeat(cutoffs, lengths) + 1) * NS_PER_DAY  # C includes its whole day
-        return (cutoff_end_ns - index.ts[rows]) / NS_PER_DAY
+        return days_before_cutoff(index.ts[rows], np.repeat(cutoffs, lengths))
     raise KeyError(f"no computation for the derived sequence channel {name!r}")
+
+
+def event_windows(
+    index: EventIndex, codes: np.ndarray, cutoffs: np.ndarray, max_len: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(begin, lengths): the last `max_len` events on or before each cutoff are the index's
+    rows begin:begin + lengths, one contiguous range, since its log is sorted by user and time."""
+    end = index.end_index(codes, cutoffs)
+    begin = np.maximum(index.start[codes], end - max_len)
+    return begin, end - begin
+
+
+def ragged_rows(begin: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, offsets): the ranges begin:begin + lengths, concatenated, and where each starts."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return np.repeat(begin - offsets[:-1], lengths) + np.arange(offsets[-1]), offsets
+
+
+def event_channels(index: EventIndex) -> np.ndarray:
+    """(N, F) float32: log1p of every event's sequence channels, in the index's order; the
+    time channel's column is 0, as it depends on the snapshot (`days_before_cutoff`)."""
+    numeric = np.zeros((len(index.ts), len(SEQUENCE_CHANNELS)), dtype=np.float32)
+    for j, f in enumerate(SEQUENCE_CHANNELS):
+        if not f.is_time:
+            every = slice(None)
+            channel = (
+                index.columns[f.column]
+                if f.column
+                else _derived_channel(index, f.name, every, None, None)
+            )
+            numeric[:, j] = np.log1p(channel)
+    return numeric
 
 
 def last_events(
@@ -55,11 +92,8 @@ def last_events(
     float64 intermediates of only one channel exist at once; `raw` (float64) is kept only
     with `keep_raw` (reasons quote it), else it is None.
     """
-    end = index.end_index(codes, cutoffs)
-    begin = np.maximum(index.start[codes], end - max_len)
-    lengths = end - begin
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    rows = np.repeat(begin - offsets[:-1], lengths) + np.arange(offsets[-1])
+    begin, lengths = event_windows(index, codes, cutoffs, max_len)
+    rows, offsets = ragged_rows(begin, lengths)
     numeric = np.empty((len(rows), len(SEQUENCE_CHANNELS)), dtype=np.float32)
     raw = np.empty(numeric.shape) if keep_raw else None
     for j, f in enumerate(SEQUENCE_CHANNELS):

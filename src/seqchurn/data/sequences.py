@@ -11,9 +11,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from seqchurn.data.ablation import ablate_events, check_ablation
-from seqchurn.data.feature_table import SEQUENCE_CHANNELS, Feature, input_table
-from seqchurn.data.features import RaggedEvents, last_events, summary_features
+from seqchurn.data.ablation import check_ablation
+from seqchurn.data.feature_table import SEQUENCE_CHANNELS, Feature, input_table, time_channel
+from seqchurn.data.features import summary_features
+from seqchurn.data.ranges import SequenceInputs, TimeChannel, channel_stats, sequence_inputs
 from seqchurn.data.timeline import EventIndex
 from seqchurn.errors import DataError
 
@@ -90,18 +91,19 @@ class Preprocessor:
     ) -> tuple["Preprocessor", "SnapshotDataset"]:
         """`fit` and then `transform` of the same snapshots, their inputs gathered once."""
         codes, cutoffs = _codes_and_cutoffs(index, snapshots)
-        ragged = last_events(index, codes=codes, cutoffs=cutoffs, max_len=max_len, keep_raw=False)
-        ablate_events(
-            ragged, check_ablation(ablate), snapshots["user_id"].to_numpy(object), cutoffs
+        user_ids = snapshots["user_id"].to_numpy(object)
+        seq = sequence_inputs(
+            index, codes, cutoffs, max_len, False, check_ablation(ablate), user_ids
         )
-        counts = np.bincount(ragged.type_code, minlength=len(ragged.type_names))
-        types = ragged.type_names.astype(str)
+        counts = np.bincount(seq.type_code, weights=seq.weights, minlength=len(seq.type_names))
+        types = seq.type_names.astype(str)
         seen = counts > 0
         types, counts = types[seen], counts[seen]
         top = types[np.lexsort((types, -counts))][:max_event_types]
         vocab = {str(t): i + 2 for i, t in enumerate(top)}
         raw = summary_features(index, codes=codes, cutoffs=cutoffs, count_types=list(vocab))
         logs = [_log_summary(raw[c]) for c in raw.columns]
+        numeric_mean, numeric_std = channel_stats(seq, cutoffs)
         static_columns = [c for c in (users.columns if users is not None else []) if c != "user_id"]
         static_vocab = {}
         if static_columns:
@@ -115,8 +117,8 @@ class Preprocessor:
             summary_names=list(raw.columns),
             summary_mean=[float(v.mean()) for v in logs],
             summary_std=[_safe_std(v) for v in logs],
-            numeric_mean=[float(c.mean(dtype=np.float64)) for c in ragged.numeric.T],
-            numeric_std=[_safe_std(c) for c in ragged.numeric.T],
+            numeric_mean=numeric_mean,
+            numeric_std=numeric_std,
             static_columns=static_columns,
             static_vocab=static_vocab,
             max_len=max_len,
@@ -125,7 +127,7 @@ class Preprocessor:
         )
         del logs
         # summary_table(list(vocab)) and summary_table(pre.count_types) are the same columns
-        return pre, pre._dataset(ragged, raw, snapshots, users, keep_raw=False)
+        return pre, pre._dataset(seq, raw, snapshots, users, keep_raw=False)
 
     def transform(
         self,
@@ -145,25 +147,30 @@ class Preprocessor:
                 f"the model was trained with user attribute(s) {missing} that the data lacks"
             )
         codes, cutoffs = _codes_and_cutoffs(index, snapshots)
-        ragged = last_events(index, codes, cutoffs, self.max_len, keep_raw=keep_raw)
-        ablate_events(ragged, self.ablate, snapshots["user_id"].to_numpy(object), cutoffs)
+        user_ids = snapshots["user_id"].to_numpy(object)
+        seq = sequence_inputs(index, codes, cutoffs, self.max_len, keep_raw, self.ablate, user_ids)
         raw = summary_features(index, codes=codes, cutoffs=cutoffs, count_types=self.count_types)
-        return self._dataset(ragged, raw, snapshots, users, keep_raw)
+        return self._dataset(seq, raw, snapshots, users, keep_raw)
 
     def _dataset(
         self,
-        ragged: RaggedEvents,
+        seq: SequenceInputs,
         raw: pd.DataFrame,
         snapshots: pd.DataFrame,
         users: pd.DataFrame | None,
         keep_raw: bool,
     ) -> "SnapshotDataset":
         cutoffs = snapshots["cutoff"].to_numpy(np.int64)
-        lookup = np.array([self.vocab.get(str(t), OOV_ID) for t in ragged.type_names], np.int64)
-        ids = lookup[ragged.type_code] if len(lookup) else np.zeros(0, np.int64)
-        numeric = ragged.numeric  # standardized in place: no second copy of the largest array
+        lookup = np.array([self.vocab.get(str(t), OOV_ID) for t in seq.type_names], np.int64)
+        ids = lookup[seq.type_code] if len(lookup) else np.zeros(len(seq.type_code), np.int64)
+        numeric = seq.numeric  # standardized in place: no second copy of the largest array
         numeric -= np.float32(self.numeric_mean)
         numeric /= np.float32(self.numeric_std)
+        time = None
+        if seq.ts is not None:
+            j = time_channel()
+            mean, std = np.float32(self.numeric_mean[j]), np.float32(self.numeric_std[j])
+            time = TimeChannel(seq.ts, j, mean, std)
         # column by column, so only one float64 column is in flight beside the float32 result
         summary = np.empty((len(raw), raw.shape[1]), dtype=np.float32)
         for j, col in enumerate(raw.columns):
@@ -184,14 +191,17 @@ class Preprocessor:
         return SnapshotDataset(
             event_type=torch.as_tensor(ids),
             numeric=torch.as_tensor(numeric, dtype=torch.float32),
-            offsets=torch.as_tensor(ragged.offsets),
+            offsets=None,
             summary=torch.as_tensor(summary),
             static=torch.as_tensor(static),
             user_id=snapshots["user_id"].to_numpy(dtype=object),
             cutoff=torch.as_tensor(cutoffs),
             labels=labels,
             raw_summary=raw if keep_raw else None,
-            raw_numeric=torch.as_tensor(ragged.raw) if keep_raw else None,
+            raw_numeric=torch.as_tensor(seq.raw) if keep_raw else None,
+            begin=seq.begin,
+            lengths=seq.lengths,
+            time=time,
         )
 
     def state_dict(self) -> dict:
@@ -243,22 +253,31 @@ class SnapshotDataset(Dataset):
         labels=None,
         raw_summary: pd.DataFrame | None = None,
         raw_numeric: torch.Tensor | None = None,
+        begin=None,
+        lengths=None,
+        time: TimeChannel | None = None,
     ):
-        self.event_type, self.numeric, self.offsets = event_type, numeric, offsets
+        """Snapshot i's events are rows begin[i]:begin[i] + lengths[i] of `event_type` and
+        `numeric`: give `offsets` (S + 1,) for back-to-back rows, or `begin` and `lengths`."""
+        if begin is None:
+            begin, lengths = offsets[:-1], offsets[1:] - offsets[:-1]
+        self.event_type, self.numeric = event_type, numeric
+        self.begin = torch.as_tensor(np.asarray(begin), dtype=torch.long)
+        self._lengths = torch.as_tensor(np.asarray(lengths), dtype=torch.long)
+        self.lengths = self._lengths.numpy()
         self.summary, self.static, self.user_id, self.cutoff = summary, static, user_id, cutoff
-        self.labels = labels
+        self.labels, self.time = labels, time
         self.raw_summary, self.raw_numeric = raw_summary, raw_numeric
-        self.lengths = (offsets[1:] - offsets[:-1]).numpy()
 
     def __len__(self) -> int:
         return len(self.cutoff)
 
     def _gather(self, rows) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = torch.as_tensor(np.atleast_1d(np.asarray(rows, dtype=np.int64)))
-        lengths = self.offsets[rows + 1] - self.offsets[rows]
+        lengths = self._lengths[rows]
         steps = torch.arange(int(lengths.max()))
         mask = steps[None, :] < lengths[:, None]  # (B, T), real events left-aligned
-        src = torch.where(mask, self.offsets[rows][:, None] + steps[None, :], 0)  # (B, T)
+        src = torch.where(mask, self.begin[rows][:, None] + steps[None, :], 0)  # (B, T)
         return rows, mask, src
 
     def raw(self, rows) -> RawInputs:
@@ -273,9 +292,12 @@ class SnapshotDataset(Dataset):
 
     def __getitem__(self, rows) -> dict:
         rows, mask, src = self._gather(rows)
+        numeric = self.numeric[src]  # (B, T, F)
+        if self.time is not None:
+            self.time.fill(numeric, src, mask, self.cutoff[rows])
         batch = {
             EVENT_TYPE: torch.where(mask, self.event_type[src], PAD_ID),
-            NUMERIC: self.numeric[src] * mask[..., None],  # (B, T, F)
+            NUMERIC: numeric * mask[..., None],
             MASK: mask,
             SUMMARY: self.summary[rows],
             STATIC: self.static[rows],
