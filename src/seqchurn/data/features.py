@@ -147,7 +147,9 @@ class _History:
         # Integer prefix counts are exact, so a difference of them depends on no other user.
         if event_type not in self._type_cum:
             is_type = self.index.type_code == self.index.type_id(event_type)
-            self._type_cum[event_type] = np.concatenate([[0], np.cumsum(is_type)])
+            cum = np.zeros(len(is_type) + 1, np.int32 if len(is_type) < 2**31 else np.int64)
+            np.cumsum(is_type, out=cum[1:])
+            self._type_cum[event_type] = cum
         cum = self._type_cum[event_type]
         begin, end = self.window(days)
         return cum[end] - cum[begin]
@@ -183,9 +185,10 @@ def summary_features(
     """Whole-history and windowed aggregates at each cutoff, raw, one column per entry of
     `summary_table(count_types)` (log-scaling and standardizing happen in the Preprocessor)."""
     history = _History(index, codes, np.asarray(cutoffs, dtype=np.int64))
-    return pd.DataFrame(
-        {
-            f.name: np.asarray(_compute(history, f), dtype=np.float64)
-            for f in summary_table(count_types)
-        }
-    )
+    table = summary_table(count_types)
+    # One block, a row per feature, that the frame takes as it is: a frame built from a
+    # dict of columns copies them all into a block of its own.
+    values = np.empty((len(table), len(history.cutoffs)))
+    for j, f in enumerate(table):
+        values[j] = _compute(history, f)
+    return pd.DataFrame(values.T, columns=[f.name for f in table], copy=False)
