@@ -125,7 +125,7 @@ def aggregate_features(
                 values[(t, w, stat)] = v
         for stat, v in rows.history(cutoff_end_ns).items():
             values[(t, None, stat)] = v
-    return pd.DataFrame({f.name: _column(values, f) for f in table})
+    return pd.DataFrame({f.name: _column(values, f) for f in table}, copy=False)
 
 
 def _column(values: dict, feature: Feature) -> np.ndarray:

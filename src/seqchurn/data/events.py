@@ -230,7 +230,7 @@ def clean_events(
         columns["event_type"] = np.full(len(rows), DEFAULT_EVENT_TYPE, dtype=object)
     columns.update({c: values[rows] for c, values in amounts.items()})
     columns.update({c: frame[c].to_numpy()[rows] for c in carry})
-    out = pd.DataFrame(columns)
+    out = pd.DataFrame(columns, copy=False)  # fresh arrays: framed as they are, no block copy
     if merge_same_day:
         before = len(out)
         out = merge_same_day_events(out)

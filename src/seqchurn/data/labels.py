@@ -143,7 +143,7 @@ def make_snapshots(
     nxt = index.activity_end(q_user, q_cut)
     eligible = nxt > index.activity_start(q_user)
     q_user, q_cut, nxt = q_user[eligible], q_cut[eligible], nxt[eligible]
-    out = pd.DataFrame({"user_id": index.users[q_user], "cutoff": q_cut})
+    out = pd.DataFrame({"user_id": index.users[q_user], "cutoff": q_cut}, copy=False)
     if obs_end is None:
         return out
 

@@ -209,7 +209,8 @@ class Store:
                 "event_type": np.array(kind, dtype=object),
                 "amount": np.array(amount, dtype=np.float64),
                 "quantity": np.array(quantity, dtype=np.float64),
-            }
+            },
+            copy=False,
         )
 
     def count_events(self, conn: Connection) -> int:
