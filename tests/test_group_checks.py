@@ -40,11 +40,18 @@ def test_a_valid_group_gives_the_rows_of_its_requests_checked_alone():
     ]
     frame, errors = validate_group(requests, Limits())
     assert errors == [None, None, None]
-    expected = pd.concat(_alone(requests)).sort_values("event_id").reset_index(drop=True)
-    pd.testing.assert_frame_equal(_rows(frame), expected)
-    by_request = frame.groupby("_request")["event_id"].apply(set).to_dict()
-    assert by_request == {i: {e["event_id"] for e in r} for i, r in enumerate(requests)}
-    assert frame["user_id"].tolist() == sorted(frame["user_id"])  # one batch: sorted as a file
+    # in request order, each request's rows as it alone leaves them (sorted by user and time)
+    together = frame.drop(columns="_request").reset_index(drop=True)
+    pd.testing.assert_frame_equal(together, pd.concat(_alone(requests)).reset_index(drop=True))
+    assert frame["_request"].tolist() == [0, 0, 1, 2]
+
+
+def test_an_event_id_sent_twice_in_a_group_is_the_first_requests():
+    first = [{"event_id": "x", "user_id": "b", "timestamp": "2021-03-05", "amount": 1.0}]
+    second = [{"event_id": "x", "user_id": "b", "timestamp": "2021-03-01", "amount": 2.0}]
+    frame, errors = validate_group([first, second], Limits())
+    kept = frame.drop_duplicates("event_id", keep="first")  # as the store keeps a repeated id
+    assert errors == [None, None] and kept["amount"].tolist() == [1.0]
 
 
 @pytest.mark.parametrize(

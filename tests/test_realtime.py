@@ -241,6 +241,16 @@ def test_bad_events_are_refused_with_one_line_and_store_nothing(
     assert client.get("/health").status_code == 200
 
 
+def test_a_body_that_is_not_json_is_refused_with_415(make_service, log_items, tmp_path):
+    client = TestClient(create_app(make_service()))
+    client.post("/events", json={"events": log_items[:50]})
+    before = dump(tmp_path / "store.db")
+    body = json.dumps({"events": log_items[50:60]})
+    reply = client.post("/events", content=body, headers={"content-type": "text/plain"})
+    assert reply.status_code == 415 and "application/json" in reply.json()["error"]
+    assert dump(tmp_path / "store.db") == before
+
+
 def test_a_batch_over_the_limit_is_refused_with_413(make_service, log_items, tmp_path):
     from seqchurn.realtime.service import Limits
 

@@ -65,16 +65,16 @@ def sequence_inputs(
     copies would (`share=None`; True or False forces it); copies for raw inputs and
     ablations, which are per snapshot."""
     begin, lengths = event_windows(index, codes, cutoffs, max_len)
-    if share is None:
-        share = lengths.sum() > len(index.ts)
+    n = len(index.ts) + 1
+    cover = np.cumsum(np.bincount(begin, minlength=n) - np.bincount(begin + lengths, minlength=n))
+    if share is None:  # rows some snapshot holds, not the log's: events after every cutoff
+        share = lengths.sum() > np.count_nonzero(cover)  # must not even choose the layout
     if keep_raw or ablate is not None or not share:
         ragged = ablate_events(
             last_events(index, codes, cutoffs, max_len, keep_raw), ablate, user_ids, cutoffs
         )
         shape = (ragged.type_code, ragged.type_names, ragged.numeric, ragged.raw)
         return SequenceInputs(*shape, ragged.offsets[:-1], lengths)
-    n = len(index.ts) + 1
-    cover = np.cumsum(np.bincount(begin, minlength=n) - np.bincount(begin + lengths, minlength=n))
     return SequenceInputs(
         index.type_code, index.type_names, event_channels(index), None, begin, lengths,
         ts=index.ts, weights=cover[:-1],

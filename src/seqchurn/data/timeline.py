@@ -102,7 +102,7 @@ class EventIndex:
 
         # Activity days: one row per (user, day) with the day's activity spend.
         act_key = self.key[self.activity]
-        if (np.diff(act_key) >= 0).all():  # sorted: the first of each run, without a sort
+        if len(act_key) and (np.diff(act_key) >= 0).all():  # sorted: runs, without a sort
             first = np.flatnonzero(np.r_[True, act_key[1:] != act_key[:-1]])
             self.act_key = act_key[first]
         else:

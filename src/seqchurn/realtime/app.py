@@ -154,10 +154,11 @@ class _Measure:
             if status:  # the response has begun: nothing more can be said on this one
                 raise
             await _error(500, f"internal error: {_first_line(err)}")(scope, receive, sending)
-        route = scope.get("route")
-        path = route.path if route is not None else "unmatched"
-        self.latency.labels(path).observe(time.perf_counter() - start)
-        self.requests.labels(scope["method"], path, str(status[0])).inc()
+        finally:
+            route = scope.get("route")
+            path = route.path if route is not None else "unmatched"
+            self.latency.labels(path).observe(time.perf_counter() - start)
+            self.requests.labels(scope["method"], path, str(status[0] if status else 500)).inc()
 
 
 def create_app(service: RiskService) -> FastAPI:
@@ -193,6 +194,9 @@ def create_app(service: RiskService) -> FastAPI:
 
     @app.post("/events", openapi_extra=_event_batch_doc())
     async def post_events(request: Request) -> Response:
+        kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if kind != "application/json" and not kind.endswith("+json"):
+            return _error(415, f"POST /events takes application/json, not {kind!r}")
         try:
             batch = _EVENT_BATCH.validate_json(await request.body())
         except ValidationError as err:

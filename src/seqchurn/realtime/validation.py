@@ -117,6 +117,9 @@ def validate_group(
             if timestamp_format or reads_values_alone(stamps):
                 whole = replace(limits, max_batch_events=len(items))
                 frame = validate_events(items, whole, timestamp_format, request=number)
+                # back in request order, each request's rows as it alone would leave them: a
+                # repeated event_id is then the first request's, as the store keeps it
+                frame = frame.sort_values("_request", kind="stable")
                 return frame, [None] * len(requests)
         except Exception:  # noqa: BLE001 - some request is bad: each is checked alone below
             pass
