@@ -68,17 +68,26 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(scored, tmp_path):
         wait_healthy(url, proc, tmp_path / "run")
         return proc
 
-    proc, i, restarts, acked = start(), 0, 0, []
+    proc, i, restarts, acked, kill = start(), 0, 0, [], None
     while i < len(batches):
+        if kill is not None:  # the last kill has landed; after its batch's reply, if quick
+            kill.join()
+            kill = None
+            if proc.poll() is not None:
+                proc, restarts = start(), restarts + 1
         if kill_at and i == kill_at[0]:  # SIGKILL while this batch is in flight
             kill_at.pop(0)
-            threading.Timer(rng.uniform(0.0, 0.05), proc.kill).start()
+            kill = threading.Timer(rng.uniform(0.0, 0.05), proc.kill)
+            kill.start()
         try:
             reply = httpx.post(f"{url}/events", json={"events": batches[i]}, timeout=60)
             reply.raise_for_status()
             acked.append(reply.json())
             i += 1
         except httpx.TransportError:  # not acknowledged: restart and send it again
+            if kill is not None:
+                kill.join()
+                kill = None
             proc.wait(timeout=60)
             proc, restarts = start(), restarts + 1
     swept = httpx.post(f"{url}/sweep", timeout=120).json()
