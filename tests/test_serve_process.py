@@ -70,11 +70,11 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(scored, tmp_path):
 
     proc, i, restarts, acked, kill = start(), 0, 0, [], None
     while i < len(batches):
-        if kill is not None:  # the last kill has landed; after its batch's reply, if quick
+        if kill is not None:  # the last kill came after its batch's reply, a quick one
             kill.join()
             kill = None
-            if proc.poll() is not None:
-                proc, restarts = start(), restarts + 1
+            proc.wait(timeout=60)
+            proc, restarts = start(), restarts + 1
         if kill_at and i == kill_at[0]:  # SIGKILL while this batch is in flight
             kill_at.pop(0)
             kill = threading.Timer(rng.uniform(0.0, 0.05), proc.kill)
