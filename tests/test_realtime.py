@@ -367,6 +367,20 @@ def test_each_request_of_a_group_gets_its_own_counts(make_service, log_items):
     assert all(p.reply["alerts"] == 0 for p in group)  # new users have no tier to rise from
 
 
+def test_a_refused_request_leaves_its_groups_others_their_counts(make_service, log_items):
+    from seqchurn.errors import DataError
+    from seqchurn.realtime.groups import Pending
+
+    service = make_service()
+    bad = [dict(log_items[0], event_id="bad", amount=-1.0)]
+    group = [Pending(log_items[:30]), Pending(bad), Pending(log_items[30:50])]
+    service._write_group(group)
+    assert isinstance(group[1].error, DataError) and group[1].reply is None
+    assert [group[0].reply["new"], group[2].reply["new"]] == [30, 20]
+    with service.store.reading() as conn:
+        assert service.store.count_events(conn) == 50
+
+
 def test_a_failed_group_write_fails_its_requests_alone(make_service, log_items):
     service = make_service()
     write = service.commits.write

@@ -7,7 +7,7 @@ decodes a feature from its name or its column position.
 Adding an event column (say `discount`): one entry `Feature("seq_discount", Kind.SEQUENCE,
 Unit.CURRENCY, column="discount")` in SEQUENCE_CHANNELS (EventIndex and last_events then carry
 it, the sizes grow, reasons get a sentence by its unit), and clean_events keeping that column.
-A channel derived from the timestamps: its entry plus one line in features._derived_channels.
+A channel derived from the timestamps: its entry plus one line in features._channel.
 Adding a summary feature: one entry in BASE_SUMMARY (or in `summary_table` for a windowed
 family) plus its computation in features._WHOLE_HISTORY, keyed by the entry's name.
 Aggregate features (`aggregate_table`, data/aggregates.py) feed the tree reference only, no

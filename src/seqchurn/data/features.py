@@ -40,15 +40,16 @@ def days_before_cutoff(ts: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
     return ((cutoffs + 1) * NS_PER_DAY - ts) / NS_PER_DAY
 
 
-def _derived_channel(
-    index: EventIndex, name: str, rows: np.ndarray, lengths: np.ndarray, cutoffs: np.ndarray
-) -> np.ndarray:
-    """A sequence channel computed from the timestamps, for the given event rows."""
-    if name == "seq_gap_prev_days":
+def _channel(index: EventIndex, f: Feature, rows, lengths, cutoffs) -> np.ndarray:
+    """Sequence channel `f` of the event rows `rows` (`lengths` and `cutoffs` place them in
+    their snapshots, for the time channel): an event column, or computed from the timestamps."""
+    if f.column:
+        return index.columns[f.column][rows]
+    if f.name == "seq_gap_prev_days":
         return index.gap_prev_days[rows]
-    if name == "seq_days_before_cutoff":
+    if f.name == "seq_days_before_cutoff":
         return days_before_cutoff(index.ts[rows], np.repeat(cutoffs, lengths))
-    raise KeyError(f"no computation for the derived sequence channel {name!r}")
+    raise KeyError(f"no computation for the derived sequence channel {f.name!r}")
 
 
 def event_windows(
@@ -73,34 +74,32 @@ def event_channels(index: EventIndex) -> np.ndarray:
     numeric = np.zeros((len(index.ts), len(SEQUENCE_CHANNELS)), dtype=np.float32)
     for j, f in enumerate(SEQUENCE_CHANNELS):
         if not f.is_time:
-            every = slice(None)
-            channel = (
-                index.columns[f.column]
-                if f.column
-                else _derived_channel(index, f.name, every, None, None)
-            )
-            numeric[:, j] = np.log1p(channel)
+            numeric[:, j] = np.log1p(_channel(index, f, slice(None), None, None))
     return numeric
 
 
 def last_events(
     index: EventIndex, codes: np.ndarray, cutoffs: np.ndarray, max_len: int, keep_raw: bool = True
 ) -> RaggedEvents:
-    """The last `max_len` events on or before each cutoff, with their sequence channels.
+    """The last `max_len` events on or before each cutoff, with their sequence channels."""
+    begin, lengths = event_windows(index, codes, cutoffs, max_len)
+    return gather_events(index, begin, lengths, cutoffs, keep_raw)
+
+
+def gather_events(
+    index: EventIndex, begin: np.ndarray, lengths: np.ndarray, cutoffs: np.ndarray, keep_raw: bool
+) -> RaggedEvents:
+    """A copy of the event rows begin:begin + lengths of each snapshot (`event_windows`).
 
     Channels are filled one at a time into the float32 array the model reads, so the
     float64 intermediates of only one channel exist at once; `raw` (float64) is kept only
     with `keep_raw` (reasons quote it), else it is None.
     """
-    begin, lengths = event_windows(index, codes, cutoffs, max_len)
     rows, offsets = ragged_rows(begin, lengths)
     numeric = np.empty((len(rows), len(SEQUENCE_CHANNELS)), dtype=np.float32)
     raw = np.empty(numeric.shape) if keep_raw else None
     for j, f in enumerate(SEQUENCE_CHANNELS):
-        if f.column:
-            channel = index.columns[f.column][rows]
-        else:
-            channel = _derived_channel(index, f.name, rows=rows, lengths=lengths, cutoffs=cutoffs)
+        channel = _channel(index, f, rows, lengths, cutoffs)
         numeric[:, j] = np.log1p(channel)
         if raw is not None:
             raw[:, j] = channel

@@ -20,13 +20,14 @@ from seqchurn.data.features import (
     days_before_cutoff,
     event_channels,
     event_windows,
-    last_events,
+    gather_events,
     ragged_rows,
 )
 from seqchurn.data.timeline import EventIndex
 
 
-def _safe_std(std: float) -> float:
+def scale_of(std: float) -> float:
+    """A standard deviation as a divisor: 1 where the input is (nearly) constant."""
     return float(std) if std > 1e-8 else 1.0
 
 
@@ -65,20 +66,23 @@ def sequence_inputs(
     copies would (`share=None`; True or False forces it); copies for raw inputs and
     ablations, which are per snapshot."""
     begin, lengths = event_windows(index, codes, cutoffs, max_len)
-    n = len(index.ts) + 1
-    cover = np.cumsum(np.bincount(begin, minlength=n) - np.bincount(begin + lengths, minlength=n))
-    if share is None:  # rows some snapshot holds, not the log's: events after every cutoff
-        share = lengths.sum() > np.count_nonzero(cover)  # must not even choose the layout
-    if keep_raw or ablate is not None or not share:
-        ragged = ablate_events(
-            last_events(index, codes, cutoffs, max_len, keep_raw), ablate, user_ids, cutoffs
+    if not keep_raw and ablate is None and share is not False:
+        n = len(index.ts) + 1
+        cover = np.cumsum(
+            np.bincount(begin, minlength=n) - np.bincount(begin + lengths, minlength=n)
         )
-        shape = (ragged.type_code, ragged.type_names, ragged.numeric, ragged.raw)
-        return SequenceInputs(*shape, ragged.offsets[:-1], lengths)
-    return SequenceInputs(
-        index.type_code, index.type_names, event_channels(index), None, begin, lengths,
-        ts=index.ts, weights=cover[:-1],
-    )  # fmt: skip
+        # rows some snapshot holds, not the log's: events after every cutoff must not even
+        # choose the layout
+        if share or lengths.sum() > np.count_nonzero(cover):
+            return SequenceInputs(
+                index.type_code, index.type_names, event_channels(index), None, begin, lengths,
+                ts=index.ts, weights=cover[:-1],
+            )  # fmt: skip
+    ragged = ablate_events(
+        gather_events(index, begin, lengths, cutoffs, keep_raw), ablate, user_ids, cutoffs
+    )
+    shape = (ragged.type_code, ragged.type_names, ragged.numeric, ragged.raw)
+    return SequenceInputs(*shape, ragged.offsets[:-1], lengths)
 
 
 def channel_stats(seq: SequenceInputs, cutoffs: np.ndarray) -> tuple[list[float], list[float]]:
@@ -86,7 +90,7 @@ def channel_stats(seq: SequenceInputs, cutoffs: np.ndarray) -> tuple[list[float]
     if seq.weights is None:
         columns = seq.numeric.T
         means = [float(c.mean(dtype=np.float64)) for c in columns]
-        return means, [_safe_std(np.std(c, dtype=np.float64)) for c in columns]
+        return means, [scale_of(np.std(c, dtype=np.float64)) for c in columns]
     # Rows no snapshot holds are left out, not weighted 0: events after every cutoff must not
     # even regroup the sums (the leakage test asks for bit-identical scalers).
     held = seq.weights > 0
@@ -100,7 +104,7 @@ def channel_stats(seq: SequenceInputs, cutoffs: np.ndarray) -> tuple[list[float]
             mean = float(np.dot(w, x) / w.sum())
             var = float(np.dot(w, (x - mean) ** 2) / w.sum())
         means.append(mean)
-        stds.append(_safe_std(np.sqrt(var)))
+        stds.append(scale_of(np.sqrt(var)))
     return means, stds
 
 

@@ -14,7 +14,13 @@ from torch.utils.data import Dataset
 from seqchurn.data.ablation import check_ablation
 from seqchurn.data.feature_table import SEQUENCE_CHANNELS, Feature, input_table, time_channel
 from seqchurn.data.features import summary_features
-from seqchurn.data.ranges import SequenceInputs, TimeChannel, channel_stats, sequence_inputs
+from seqchurn.data.ranges import (
+    SequenceInputs,
+    TimeChannel,
+    channel_stats,
+    scale_of,
+    sequence_inputs,
+)
 from seqchurn.data.timeline import EventIndex
 from seqchurn.errors import DataError
 
@@ -116,7 +122,7 @@ class Preprocessor:
             vocab=vocab,
             summary_names=list(raw.columns),
             summary_mean=[float(v.mean()) for v in logs],
-            summary_std=[_safe_std(v) for v in logs],
+            summary_std=[scale_of(np.std(v, dtype=np.float64)) for v in logs],
             numeric_mean=numeric_mean,
             numeric_std=numeric_std,
             static_columns=static_columns,
@@ -222,12 +228,6 @@ def _codes_and_cutoffs(index: EventIndex, snapshots: pd.DataFrame) -> tuple[np.n
 def _log_summary(values: pd.Series) -> np.ndarray:
     """The model's scale of a raw summary feature: log1p of it, negatives clipped to 0."""
     return np.log1p(np.clip(values.to_numpy(np.float64), 0, None))
-
-
-def _safe_std(x: np.ndarray) -> np.ndarray | float:
-    """Standard deviation along axis 0 in float64, 1 where (nearly) constant."""
-    std = np.std(x, axis=0, dtype=np.float64)
-    return np.where(std > 1e-8, std, 1.0) if np.ndim(std) else float(std if std > 1e-8 else 1.0)
 
 
 @dataclass

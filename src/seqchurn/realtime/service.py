@@ -248,11 +248,8 @@ class RiskService:
         )
         for p, err in zip(group, refused):
             p.error = err
-        group = [p for p, err in zip(group, refused) if err is None]
-        if not group:
+        if frame.empty:  # every request refused
             return
-        # the requests' numbers among those left, which the replies are counted by
-        frame["_request"] = np.cumsum([err is None for err in refused])[frame["_request"]] - 1
         try:
             with self.store.transaction() as conn:
                 new = self.store.add_events(conn, frame)  # a repeated id: the first request's
@@ -263,10 +260,11 @@ class RiskService:
                 replies = _replies(new, alerted, len(group), to_date(day))
         except Exception as err:  # nothing was committed: every request of the group fails
             for p in group:
-                p.error = err
+                p.error = p.error or err
             return
-        for p, reply in zip(group, replies):
-            p.reply = reply
+        for p, reply in zip(group, replies):  # a refused request's counts are all 0
+            if p.error is None:
+                p.reply = reply
         self.counters["events_ingested"] += len(new)
         self.counters["alerts_raised"] += len(alerted)
 

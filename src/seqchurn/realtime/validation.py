@@ -109,10 +109,10 @@ def validate_group(
     value (`reads_values_alone`) is checked together. Otherwise, or if the group has a bad
     event, each request is checked alone, for its own verdict and message.
     """
-    number = np.repeat(np.arange(len(requests)), [len(r) for r in requests])
     if len(requests) > 1:
         try:
             items = [item for r in requests for item in r]
+            number = np.repeat(np.arange(len(requests)), [len(r) for r in requests])
             stamps = pd.Series([item.get("timestamp") for item in items], dtype=object)
             if timestamp_format or reads_values_alone(stamps):
                 whole = replace(limits, max_batch_events=len(items))
@@ -127,7 +127,7 @@ def validate_group(
     for i, items in enumerate(requests):
         try:
             frames.append(
-                validate_events(items, limits, timestamp_format, request=number[number == i])
+                validate_events(items, limits, timestamp_format, request=np.full(len(items), i))
             )
             errors.append(None)
         except Exception as err:  # noqa: BLE001 - the request's own failure, raised in its thread
