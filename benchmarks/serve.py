@@ -340,12 +340,14 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small store")
     parser.add_argument("--no-readme", action="store_true")
-    parser.add_argument(
-        "--report", action="store_true", help="rewrite the README section from the last results"
-    )
+    parser.add_argument("--report", action="store_true", help="README from the last results")
     args = parser.parse_args()
     if args.report:
-        saved = json.loads((RESULTS / "serve.json").read_text())
+        path = RESULTS / "serve.json"
+        if not path.exists():
+            print(f"error: no results to report: {path} is written by a run", file=sys.stderr)
+            raise SystemExit(2)
+        saved = json.loads(path.read_text())
         return report(saved["runs"], saved["settings"]["quick"])
     if not args.no_readme:  # fail now, not after the measure
         check_markers(README, performance_markers("serve"))
