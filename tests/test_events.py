@@ -88,6 +88,11 @@ def test_parquet_reader(tmp_path):
             pd.DataFrame({"user_id": [1, None], "timestamp": ["2020-01-01", "2020-01-02"]}),
             r"null user_id or timestamp.*on_bad_rows=drop",
         ),
+        (
+            # text ids, every one null: no id text at all to check for blanks
+            pd.DataFrame({"user_id": pd.Series([None], dtype=object), "timestamp": ["2020-01-01"]}),
+            r"null user_id or timestamp",
+        ),
         (pd.DataFrame({"user_id": [], "timestamp": []}), r"no rows"),
     ],
 )

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from seqchurn.data import labels
 from seqchurn.data.events import clean_events
 from seqchurn.data.labels import (
     DEFAULT_BIN_EDGES,
@@ -89,8 +90,11 @@ def _compare(events, cutoffs, obs_end, edges, activity=None):
     return got
 
 
+@pytest.mark.parametrize("queries_per_chunk", [None, 5])
 @pytest.mark.parametrize("seed", range(6))
-def test_random_logs_match_naive_loop(seed):
+def test_random_logs_match_naive_loop(seed, queries_per_chunk, monkeypatch):
+    if queries_per_chunk:  # a user or two per chunk: the chunks' rows are the whole's
+        monkeypatch.setattr(labels, "_QUERIES_PER_CHUNK", queries_per_chunk)
     rng = np.random.default_rng(seed)
     n = 400
     users = rng.integers(0, 60, n)

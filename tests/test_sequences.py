@@ -9,7 +9,7 @@ from seqchurn.data.events import clean_events
 from seqchurn.data.feature_table import time_channel
 from seqchurn.data.labels import activity_mask, make_snapshots
 from seqchurn.data.batches import BucketBatchSampler, make_loader
-from seqchurn.data.features import summary_features
+from seqchurn.data.features import summary_chunks, summary_features
 from seqchurn.data.ranges import channel_stats, sequence_inputs
 from seqchurn.data.sequences import (
     CUTOFF,
@@ -96,8 +96,12 @@ def test_a_shared_log_gives_the_batches_of_per_snapshot_copies():
     cutoffs, users = snaps["cutoff"].to_numpy(), snaps["user_id"].to_numpy(object)
     seq = sequence_inputs(index, codes, cutoffs, 16, False, None, users, share=False)
     copies_stats = channel_stats(seq, cutoffs)
-    summary = summary_features(index, codes, cutoffs, count_types=prep.count_types)
-    copies = prep._dataset(seq, summary, snaps, None, keep_raw=False)
+    # the summary block by hand, from the whole table at once
+    raw = summary_features(index, codes, cutoffs, count_types=prep.count_types).to_numpy()
+    logs = np.log1p(np.clip(raw, 0, None)).astype(np.float32)
+    mean, std = (np.asarray(v, np.float32) for v in (prep.summary_mean, prep.summary_std))
+    summary = (logs - mean) / std
+    copies = prep._dataset(seq, summary, None, snaps, None)
     assert shared.time is not None and copies.time is None
     assert len(shared.event_type) < len(copies.event_type)  # each event once, not per snapshot
     rows = np.arange(len(snaps))
@@ -106,6 +110,23 @@ def test_a_shared_log_gives_the_batches_of_per_snapshot_copies():
         assert torch.equal(a[key], b[key]), key
     for fitted, direct in zip((prep.numeric_mean, prep.numeric_std), copies_stats):
         np.testing.assert_allclose(fitted, direct, rtol=1e-9)
+
+
+def test_summaries_and_their_tensor_do_not_depend_on_the_chunk_of_snapshots():
+    events = random_log(5, n=4000)
+    snaps = make_snapshots(events, list(MONTHLY), 90, None, activity_event_types=["purchase"])
+    index = EventIndex(events, activity_mask(events, ["purchase"]))
+    prep, whole = Preprocessor.fit_transform(index, snaps, max_len=16)
+    codes, cutoffs = index.find_users(snaps["user_id"].to_numpy(object))[0], snaps["cutoff"]
+    table = summary_features(index, codes, cutoffs, prep.count_types).to_numpy()
+    for size in (1, 7, 1000):
+        chunks = summary_chunks(index, codes, cutoffs, prep.count_types, chunk=size)
+        parts = [np.column_stack(columns) for _, columns in chunks]
+        assert np.array_equal(np.vstack(parts), table), size
+    # one snapshot at a time through the fitted scalers: the rows of the whole
+    for row in (0, len(snaps) // 2, len(snaps) - 1):
+        alone = prep.transform(index, snaps.iloc[[row]])
+        assert torch.equal(alone.summary[0], whole.summary[row]), row
 
 
 def test_truncation_keeps_the_last_events_oldest_first():

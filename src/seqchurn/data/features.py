@@ -7,7 +7,7 @@ unit, is data/feature_table.py; this file holds their computations, keyed by ent
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -112,11 +112,40 @@ def gather_events(
     )
 
 
+class _LogSums:
+    """Running counts and padded amounts over the whole log, which every chunk of snapshots
+    reads (`window_sums` and `type_count` take windows of them)."""
+
+    def __init__(self, index: EventIndex):
+        self.index = index
+        self._type_cum: dict[str, np.ndarray] = {}
+
+    @cached_property
+    def activity_amount(self) -> np.ndarray:
+        """The amount of each activity row (0 elsewhere), then one 0.0 (`window_sums` pads)."""
+        return np.append(self.index.amount * self.index.activity, 0.0)
+
+    @cached_property
+    def act_spend(self) -> np.ndarray:
+        """Each activity day's spend, then one 0.0."""
+        return np.append(self.index.act_spend, 0.0)
+
+    def type_cum(self, event_type: str) -> np.ndarray:
+        # Integer prefix counts are exact, so a difference of them depends on no other user.
+        if event_type not in self._type_cum:
+            is_type = self.index.type_code == self.index.type_id(event_type)
+            cum = np.zeros(len(is_type) + 1, np.int32 if len(is_type) < 2**31 else np.int64)
+            np.cumsum(is_type, out=cum[1:])
+            self._type_cum[event_type] = cum
+        return self._type_cum[event_type]
+
+
 class _History:
     """Each snapshot's history at its cutoff: the quantities the summary features share."""
 
-    def __init__(self, index: EventIndex, codes: np.ndarray, cutoffs: np.ndarray):
-        self.index, self.codes, self.cutoffs = index, codes, cutoffs
+    def __init__(self, sums: _LogSums, codes: np.ndarray, cutoffs: np.ndarray):
+        index = sums.index
+        self.index, self.sums, self.codes, self.cutoffs = index, sums, codes, cutoffs
         self.act_end = index.activity_end(codes, cutoffs)
         self.act_start = index.activity_start(codes)
         self.freq = self.act_end - self.act_start
@@ -129,32 +158,27 @@ class _History:
         self.prev = np.where(
             self.freq > 1, index.act_day[np.maximum(self.act_end - 2, 0)], self.last
         )
-        self.spend = window_sums(index.act_spend, self.act_start, self.act_end)
+        self.spend = window_sums(sums.act_spend, self.act_start, self.act_end, padded=True)
         self._windows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._type_cum: dict[str, np.ndarray] = {}
+
+    @cached_property
+    def end(self) -> np.ndarray:
+        """One past each snapshot's last event: the end of every window."""
+        return self.index.end_index(self.codes, self.cutoffs)
 
     def window(self, days: int) -> tuple[np.ndarray, np.ndarray]:
         if days not in self._windows:
-            self._windows[days] = self.index.window(self.codes, self.cutoffs, days)
+            begin = self.index.end_index(self.codes, self.cutoffs - days)
+            self._windows[days] = begin, self.end
         return self._windows[days]
 
-    @cached_property
-    def activity_amount(self) -> np.ndarray:
-        return self.index.amount * self.index.activity
-
     def type_count(self, event_type: str, days: int) -> np.ndarray:
-        # Integer prefix counts are exact, so a difference of them depends on no other user.
-        if event_type not in self._type_cum:
-            is_type = self.index.type_code == self.index.type_id(event_type)
-            cum = np.zeros(len(is_type) + 1, np.int32 if len(is_type) < 2**31 else np.int64)
-            np.cumsum(is_type, out=cum[1:])
-            self._type_cum[event_type] = cum
-        cum = self._type_cum[event_type]
+        cum = self.sums.type_cum(event_type)
         begin, end = self.window(days)
         return cum[end] - cum[begin]
 
     def spend_in(self, days: int) -> np.ndarray:
-        return window_sums(self.activity_amount, *self.window(days))
+        return window_sums(self.sums.activity_amount, *self.window(days), padded=True)
 
 
 _WHOLE_HISTORY: dict[str, Callable[[_History], np.ndarray]] = {
@@ -178,16 +202,39 @@ def _compute(history: _History, feature: Feature) -> np.ndarray:
     return history.spend_in(feature.window_days)
 
 
+# Snapshots summarized at once: a chunk's dozen intermediate arrays stay in the CPU's cache,
+# and the whole table's would cost as much memory as the table itself.
+SUMMARY_CHUNK = 1 << 18
+
+
+def summary_chunks(
+    index: EventIndex,
+    codes: np.ndarray,
+    cutoffs: np.ndarray,
+    count_types: Sequence[str],
+    chunk: int = SUMMARY_CHUNK,
+) -> Iterator[tuple[slice, list[np.ndarray]]]:
+    """`summary_features` a chunk of snapshots at a time: (rows, one raw float64 column per
+    entry of `summary_table(count_types)`). A snapshot's features depend on it alone, so
+    the chunks are the whole table's rows, whatever their size."""
+    sums, table = _LogSums(index), summary_table(count_types)
+    codes, cutoffs = np.asarray(codes, np.int64), np.asarray(cutoffs, np.int64)
+    for start in range(0, len(codes), chunk):
+        rows = slice(start, min(start + chunk, len(codes)))
+        history = _History(sums, codes[rows], cutoffs[rows])
+        yield rows, [_compute(history, f) for f in table]
+
+
 def summary_features(
     index: EventIndex, codes: np.ndarray, cutoffs: np.ndarray, count_types: Sequence[str]
 ) -> pd.DataFrame:
     """Whole-history and windowed aggregates at each cutoff, raw, one column per entry of
     `summary_table(count_types)` (log-scaling and standardizing happen in the Preprocessor)."""
-    history = _History(index, codes, np.asarray(cutoffs, dtype=np.int64))
     table = summary_table(count_types)
     # One block, a row per feature, that the frame takes as it is: a frame built from a
     # dict of columns copies them all into a block of its own.
-    values = np.empty((len(table), len(history.cutoffs)))
-    for j, f in enumerate(table):
-        values[j] = _compute(history, f)
+    values = np.empty((len(table), len(codes)))
+    for rows, columns in summary_chunks(index, codes, cutoffs, count_types):
+        for j, column in enumerate(columns):
+            values[j, rows] = column
     return pd.DataFrame(values.T, columns=[f.name for f in table], copy=False)

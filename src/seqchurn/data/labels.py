@@ -137,41 +137,71 @@ def make_snapshots(
         index = EventIndex(events, activity_mask(events, activity_event_types))
 
     # One query per (user, cutoff): the first activity day after C, in the activity-day arrays.
-    n_users = len(index.users)
-    q_user = np.repeat(np.arange(n_users), len(cutoffs))
-    q_cut = np.tile(cutoffs, n_users)
-    nxt = index.activity_end(q_user, q_cut)
-    eligible = nxt > index.activity_start(q_user)
-    q_user, q_cut, nxt = q_user[eligible], q_cut[eligible], nxt[eligible]
-    out = pd.DataFrame({"user_id": index.users[q_user], "cutoff": q_cut}, copy=False)
-    if obs_end is None:
-        return out
+    # What depends on the user or the cutoff alone is looked up once per user or cutoff, and
+    # the (user, cutoff) queries go a chunk of users at a time, in user order: a chunk's
+    # arrays stay in the CPU's cache and no query array of the whole population exists.
+    users = np.arange(len(index.users))
+    user_start = index.activity_start(users)
+    labels = None if obs_end is None else _Labels(index, cutoffs, horizon, obs_end, bin_edges)
+    step = max(1, _QUERIES_PER_CHUNK // max(len(cutoffs), 1))
+    parts = []
+    for first in range(0, max(len(users), 1), step):  # one chunk at least: the columns' types
+        chunk = users[first : first + step]
+        q_user = np.repeat(chunk, len(cutoffs))
+        q_which = np.tile(np.arange(len(cutoffs)), len(chunk))
+        nxt = index.activity_end(q_user, cutoffs[q_which])
+        eligible = nxt > np.repeat(user_start[chunk], len(cutoffs))
+        q_user, q_which, nxt = q_user[eligible], q_which[eligible], nxt[eligible]
+        part = {"user": q_user, "cutoff": cutoffs[q_which]}
+        parts.append(part if labels is None else {**part, **labels.of(q_user, q_which, nxt)})
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    user = columns.pop("user")
+    return pd.DataFrame({"user_id": index.users[user], **columns}, copy=False)
 
-    # Labels see activity days up to E only: `end` is one past each user's last one.
-    day, never = index.act_day, np.iinfo(np.int64).max
-    end = index.activity_end(q_user, obs_end)
-    has_next = nxt < end
-    nxt_day = np.where(has_next, day[np.minimum(nxt, len(day) - 1)], never)
-    y = ~(has_next & (nxt_day <= q_cut + horizon))
 
-    # The onset is the first activity day after C followed by more than H silent days; each
-    # user's last day up to E always qualifies, so the lookup stays inside the user's rows.
-    rows = np.arange(len(day))
-    row_end = index.activity_end(index.act_code, obs_end)
-    gap = np.full(len(day), never)
-    gap[:-1] = np.where(rows[1:] < row_end[:-1], day[1:] - day[:-1], never)
-    onset_rows = np.flatnonzero(gap > horizon)
-    onset_row = onset_rows[np.searchsorted(onset_rows, np.minimum(nxt, len(day) - 1))]
-    tau = np.where(y, 0, day[onset_row] - q_cut)
+_QUERIES_PER_CHUNK = 1 << 18
 
-    m = censor_edge(q_cut, obs_end=obs_end, horizon=horizon, edges=bin_edges)
-    observed = tau <= m
-    tau_bin = np.where(observed, tau_bin_of(tau, bin_edges), tau_bin_of(m, bin_edges))
-    out["y"] = y.astype(np.int8)
-    out["tau"] = np.where(observed, tau, m).astype(np.int64)
-    out["observed"] = observed
-    out["tau_bin"] = tau_bin
-    return out
+
+class _Labels:
+    """y, tau, observed and tau_bin of (user, cutoff) queries (`make_snapshots`), from what
+    the queries share: each user's activity days up to E and each cutoff's censoring edge."""
+
+    def __init__(self, index: EventIndex, cutoffs, horizon: int, obs_end: int, bin_edges):
+        self.index, self.cutoffs, self.horizon, self.edges = index, cutoffs, horizon, bin_edges
+        # Labels see activity days up to E only: `user_end` is one past each user's last one.
+        users = np.arange(len(index.users))
+        self.user_end = index.activity_end(users, np.full(len(users), obs_end))
+        # The onset is the first activity day after C followed by more than H silent days;
+        # each user's last day up to E always qualifies, so a lookup stays in the user's rows.
+        day, never = index.act_day, np.iinfo(np.int64).max
+        rows = np.arange(len(day))
+        row_end = self.user_end[index.act_code]
+        gap = np.full(len(day), never)
+        gap[:-1] = np.where(rows[1:] < row_end[:-1], day[1:] - day[:-1], never)
+        self.onset_rows = np.flatnonzero(gap > horizon)
+        self.m = censor_edge(cutoffs, obs_end=obs_end, horizon=horizon, edges=bin_edges)
+        self.censored_bin = tau_bin_of(self.m, bin_edges)
+
+    def of(self, q_user: np.ndarray, q_which: np.ndarray, nxt: np.ndarray) -> dict:
+        """Labels of users `q_user` at cutoffs[q_which], whose first activity day after the
+        cutoff is act_day[nxt] (nxt past the user's rows: none)."""
+        day, never = self.index.act_day, np.iinfo(np.int64).max
+        q_cut = self.cutoffs[q_which]
+        has_next = nxt < self.user_end[q_user]
+        at = np.minimum(nxt, len(day) - 1)
+        nxt_day = np.where(has_next, day[at], never)
+        y = ~(has_next & (nxt_day <= q_cut + self.horizon))
+        onset_row = self.onset_rows[np.searchsorted(self.onset_rows, at)]
+        tau = np.where(y, 0, day[onset_row] - q_cut)
+        m = self.m[q_which]
+        observed = tau <= m
+        tau_bin = np.where(observed, tau_bin_of(tau, self.edges), self.censored_bin[q_which])
+        return {
+            "y": y.astype(np.int8),
+            "tau": np.where(observed, tau, m).astype(np.int64),
+            "observed": observed,
+            "tau_bin": tau_bin,
+        }
 
 
 def check_cutoff_in_data(events: pd.DataFrame, cutoff: int, what: str = "cutoff") -> None:

@@ -110,22 +110,30 @@ def channel_stats(seq: SequenceInputs, cutoffs: np.ndarray) -> tuple[list[float]
 
 def _time_moments(seq: SequenceInputs, cutoffs: np.ndarray, chunk: int = 1 << 22):
     """Mean and variance of the time channel over every snapshot's events, a chunk of
-    snapshots at a time (Chan et al.'s pairwise update), so that no copy of them all exists."""
+    snapshots at a time, so that no copy of them all exists."""
     ends = np.cumsum(seq.lengths)
-    n, mean, m2, start = 0, 0.0, 0.0, 0
+    moments, start = (0, 0.0, 0.0), 0
     while start < len(ends):
         stop = max(int(np.searchsorted(ends, ends[start] + chunk, side="right")), start + 1)
         lengths = seq.lengths[start:stop]
         rows, _ = ragged_rows(seq.begin[start:stop], lengths)
         days = days_before_cutoff(seq.ts[rows], np.repeat(cutoffs[start:stop], lengths))
-        x = np.log1p(days).astype(np.float32).astype(np.float64)
-        if len(x):
-            m, k = float(x.mean()), len(x)
-            delta, total = m - mean, n + k
-            m2 += float(((x - m) ** 2).sum()) + delta**2 * n * k / total
-            mean, n = mean + delta * k / total, total
+        moments = merge_moments(*moments, np.log1p(days).astype(np.float32).astype(np.float64))
         start = stop
-    return mean, m2 / max(n, 1)
+    n, mean, m2 = moments
+    return float(mean), float(m2) / max(n, 1)
+
+
+def merge_moments(n: int, mean, m2, x: np.ndarray):
+    """(count, mean, sum of squared deviations) updated with the values `x` (Chan et al.'s
+    pairwise update): the moments of data seen a chunk at a time."""
+    k = len(x)
+    if not k:
+        return n, mean, m2
+    m = float(x.mean())
+    delta, total = m - mean, n + k
+    m2 = m2 + (float(((x - m) ** 2).sum()) + delta**2 * n * k / total)
+    return total, mean + delta * k / total, m2
 
 
 @dataclass

@@ -4,7 +4,7 @@ them: data/batches.py)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,12 +12,19 @@ import torch
 from torch.utils.data import Dataset
 
 from seqchurn.data.ablation import check_ablation
-from seqchurn.data.feature_table import SEQUENCE_CHANNELS, Feature, input_table, time_channel
-from seqchurn.data.features import summary_features
+from seqchurn.data.feature_table import (
+    SEQUENCE_CHANNELS,
+    Feature,
+    input_table,
+    summary_table,
+    time_channel,
+)
+from seqchurn.data.features import SUMMARY_CHUNK, summary_chunks, summary_features
 from seqchurn.data.ranges import (
     SequenceInputs,
     TimeChannel,
     channel_stats,
+    merge_moments,
     scale_of,
     sequence_inputs,
 )
@@ -107,8 +114,9 @@ class Preprocessor:
         types, counts = types[seen], counts[seen]
         top = types[np.lexsort((types, -counts))][:max_event_types]
         vocab = {str(t): i + 2 for i, t in enumerate(top)}
-        raw = summary_features(index, codes=codes, cutoffs=cutoffs, count_types=list(vocab))
-        logs = [_log_summary(raw[c]) for c in raw.columns]
+        table = summary_table(list(vocab))
+        chunks = summary_chunks(index, codes, cutoffs, list(vocab))
+        summary, summary_mean, summary_std = _summary_tensor(chunks, len(codes), len(table))
         numeric_mean, numeric_std = channel_stats(seq, cutoffs)
         static_columns = [c for c in (users.columns if users is not None else []) if c != "user_id"]
         static_vocab = {}
@@ -120,9 +128,9 @@ class Preprocessor:
             }
         pre = cls(
             vocab=vocab,
-            summary_names=list(raw.columns),
-            summary_mean=[float(v.mean()) for v in logs],
-            summary_std=[scale_of(np.std(v, dtype=np.float64)) for v in logs],
+            summary_names=[f.name for f in table],
+            summary_mean=summary_mean,
+            summary_std=summary_std,
             numeric_mean=numeric_mean,
             numeric_std=numeric_std,
             static_columns=static_columns,
@@ -131,9 +139,7 @@ class Preprocessor:
             activity_event_types=list(activity_event_types) if activity_event_types else None,
             ablate=ablate,
         )
-        del logs
-        # summary_table(list(vocab)) and summary_table(pre.count_types) are the same columns
-        return pre, pre._dataset(seq, raw, snapshots, users, keep_raw=False)
+        return pre, pre._dataset(seq, summary, None, snapshots, users)
 
     def transform(
         self,
@@ -155,16 +161,22 @@ class Preprocessor:
         codes, cutoffs = _codes_and_cutoffs(index, snapshots)
         user_ids = snapshots["user_id"].to_numpy(object)
         seq = sequence_inputs(index, codes, cutoffs, self.max_len, keep_raw, self.ablate, user_ids)
-        raw = summary_features(index, codes=codes, cutoffs=cutoffs, count_types=self.count_types)
-        return self._dataset(seq, raw, snapshots, users, keep_raw)
+        if keep_raw:
+            raw = summary_features(index, codes, cutoffs, self.count_types)
+            chunks = [(slice(None), [raw[c].to_numpy() for c in raw.columns])]
+        else:
+            raw, chunks = None, summary_chunks(index, codes, cutoffs, self.count_types)
+        stats = (self.summary_mean, self.summary_std)
+        summary, *_ = _summary_tensor(chunks, len(codes), len(self.summary_names), stats)
+        return self._dataset(seq, summary, raw, snapshots, users)
 
     def _dataset(
         self,
         seq: SequenceInputs,
-        raw: pd.DataFrame,
+        summary: np.ndarray,
+        raw: pd.DataFrame | None,
         snapshots: pd.DataFrame,
         users: pd.DataFrame | None,
-        keep_raw: bool,
     ) -> "SnapshotDataset":
         cutoffs = snapshots["cutoff"].to_numpy(np.int64)
         lookup = np.array([self.vocab.get(str(t), OOV_ID) for t in seq.type_names], np.int64)
@@ -177,10 +189,6 @@ class Preprocessor:
             j = time_channel()
             mean, std = np.float32(self.numeric_mean[j]), np.float32(self.numeric_std[j])
             time = TimeChannel(seq.ts, j, mean, std)
-        # column by column, so only one float64 column is in flight beside the float32 result
-        summary = np.empty((len(raw), raw.shape[1]), dtype=np.float32)
-        for j, col in enumerate(raw.columns):
-            summary[:, j] = (_log_summary(raw[col]) - self.summary_mean[j]) / self.summary_std[j]
         static = np.zeros((len(snapshots), len(self.static_columns)), dtype=np.int64)
         if self.static_columns:
             attrs = snapshots[["user_id"]].merge(users, on="user_id", how="left")
@@ -203,8 +211,8 @@ class Preprocessor:
             user_id=snapshots["user_id"].to_numpy(dtype=object),
             cutoff=torch.as_tensor(cutoffs),
             labels=labels,
-            raw_summary=raw if keep_raw else None,
-            raw_numeric=torch.as_tensor(seq.raw) if keep_raw else None,
+            raw_summary=raw,
+            raw_numeric=torch.as_tensor(seq.raw) if seq.raw is not None else None,
             begin=seq.begin,
             lengths=seq.lengths,
             time=time,
@@ -225,9 +233,45 @@ def _codes_and_cutoffs(index: EventIndex, snapshots: pd.DataFrame) -> tuple[np.n
     return codes, snapshots["cutoff"].to_numpy(np.int64)
 
 
-def _log_summary(values: pd.Series) -> np.ndarray:
-    """The model's scale of a raw summary feature: log1p of it, negatives clipped to 0."""
-    return np.log1p(np.clip(values.to_numpy(np.float64), 0, None))
+def _summary_tensor(
+    chunks: Iterable[tuple[slice, list[np.ndarray]]],
+    n: int,
+    width: int,
+    stats: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> tuple[np.ndarray, list[float], list[float]]:
+    """(N, S) float32 standardized summary features from their raw columns, a chunk of rows
+    at a time (`features.summary_chunks`), with the means and standard deviations used:
+    `stats`, or fitted on these rows (in float64).
+
+    The model reads log1p of each raw feature (negatives clipped to 0), standardized in
+    float32; fitting and transforming take the same steps, so a snapshot's tensor does not
+    depend on which of them built it.
+    """
+    out = np.empty((n, width), np.float32)
+    moments = [(0, 0.0, 0.0)] * width
+    for rows, columns in chunks:
+        block = out[rows]
+        for j, values in enumerate(columns):
+            x = np.maximum(values, 0, dtype=np.float64)
+            block[:, j] = np.log1p(x, out=x)
+            if stats is None:
+                moments[j] = merge_moments(*moments[j], x)
+        if stats is not None:
+            _standardize(block, *stats)
+    if stats is None:
+        stats = (
+            [float(mean) for _, mean, _ in moments],
+            [scale_of(np.sqrt(m2 / max(k, 1))) for k, _, m2 in moments],
+        )
+        for start in range(0, n, SUMMARY_CHUNK):
+            _standardize(out[start : start + SUMMARY_CHUNK], *stats)
+    return out, *stats
+
+
+def _standardize(block: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> None:
+    # in place and in float32: a float64 copy of the block costs ten times as much
+    np.subtract(block, np.asarray(mean, np.float32), out=block)
+    np.divide(block, np.asarray(std, np.float32), out=block)
 
 
 @dataclass
@@ -297,7 +341,7 @@ class SnapshotDataset(Dataset):
             self.time.fill(numeric, src, mask, self.cutoff[rows])
         batch = {
             EVENT_TYPE: torch.where(mask, self.event_type[src], PAD_ID),
-            NUMERIC: numeric * mask[..., None],
+            NUMERIC: numeric.mul_(mask[..., None]),  # a fresh gather: zeroed in place
             MASK: mask,
             SUMMARY: self.summary[rows],
             STATIC: self.static[rows],

@@ -17,20 +17,27 @@ from seqchurn.data.feature_table import SEQUENCE_CHANNELS
 NS_PER_DAY = 86_400 * 10**9
 
 
-def window_sums(values: np.ndarray, begin: np.ndarray, end: np.ndarray) -> np.ndarray:
+def window_sums(
+    values: np.ndarray, begin: np.ndarray, end: np.ndarray, padded: bool = False
+) -> np.ndarray:
     """sum(values[begin[i]:end[i]]) for each i, each window summed on its own rows only (0 if empty).
 
     Never a difference of running sums over the whole log: that would make a user's sum
     depend, in its last bits, on other users' events (the leakage test checks bit-identity).
+    `padded`: `values` already ends in one 0.0 past its last row (callers summing many
+    window sets over one array pad it once, not per call).
     """
-    begin, end = np.asarray(begin, np.int64), np.asarray(end, np.int64)
-    out = np.zeros(len(begin))
-    full = end > begin
-    if full.any():
-        padded = np.append(np.asarray(values, np.float64), 0.0)
-        # reduceat sums each [start, next index) slice sequentially: pairs (begin, end) give windows.
-        pairs = np.stack([begin[full], end[full]], axis=1).ravel()
-        out[full] = np.add.reduceat(padded, pairs)[::2]
+    begin, end = np.asarray(begin, np.intp), np.asarray(end, np.intp)
+    if not len(begin):
+        return np.zeros(0)
+    if not padded:
+        values = np.append(np.asarray(values, np.float64), 0.0)
+    # reduceat sums each [indices[k], indices[k + 1]) slice sequentially (or gives the row at
+    # indices[k] when that slice is empty): interleaved (begin, end) give the windows.
+    pairs = np.empty(2 * len(begin), np.intp)
+    pairs[0::2], pairs[1::2] = begin, end
+    out = np.add.reduceat(values, pairs)[::2].copy()
+    out[end <= begin] = 0.0
     return out
 
 
@@ -101,16 +108,18 @@ class EventIndex:
         self.key = self.code * self.span + (self.day - self.base)
 
         # Activity days: one row per (user, day) with the day's activity spend.
-        act_key = self.key[self.activity]
-        if len(act_key) and (np.diff(act_key) >= 0).all():  # sorted: runs, without a sort
+        act = slice(None) if self.activity.all() else self.activity  # all: views, no copies
+        act_key = self.key[act]
+        if len(act_key) and (act_key[1:] >= act_key[:-1]).all():  # sorted: runs, without a sort
             first = np.flatnonzero(np.r_[True, act_key[1:] != act_key[:-1]])
-            self.act_key = act_key[first]
         else:
-            self.act_key, first = np.unique(act_key, return_index=True)
-        self.act_day = self.act_key % self.span + self.base
-        self.act_code = self.act_key // self.span
-        bounds = np.append(first, len(act_key))
-        self.act_spend = window_sums(self.amount[self.activity], bounds[:-1], bounds[1:])
+            first = np.unique(act_key, return_index=True)[1]
+        self.act_key = act_key[first]
+        self.act_day = self.day[act][first]
+        self.act_code = self.code[act][first]
+        # the activity rows of each (user, day) are one run: reduceat sums each run on its own
+        spend = self.amount[act]
+        self.act_spend = np.add.reduceat(spend, first) if len(first) else np.zeros(0)
 
     @cached_property
     def _user_lookup(self) -> pd.Index:
@@ -150,13 +159,6 @@ class EventIndex:
     def activity_start(self, codes: np.ndarray) -> np.ndarray:
         """(Q,) each user's first activity day, in the act_* arrays."""
         return np.searchsorted(self.act_code, codes, side="left")
-
-    def window(
-        self, codes: np.ndarray, day: np.ndarray, days: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(begin, end): each user's events within (day - days, day], as event-array bounds."""
-        day = np.asarray(day, np.int64)
-        return self.end_index(codes, day - days), self.end_index(codes, day)
 
     def _query(self, codes: np.ndarray, day: np.ndarray) -> np.ndarray:
         # Days outside the log are clipped to just before or after it, so a query never reaches
