@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 
 from seqchurn.data.timestamps import parse_timestamps
@@ -52,9 +53,12 @@ def read_table(
         raise DataError(f"no .parquet file in the directory {path}")
     try:
         if path.is_dir() or name.endswith((".parquet", ".pq")):
-            table = pads.dataset(path, format="parquet").to_table(columns=usecols)
-            # column by column, each Arrow buffer freed once converted: not both copies at once
-            return table.to_pandas(split_blocks=True, self_destruct=True)
+            # Through the system allocator, not Arrow's own pool (which keeps what it frees):
+            # converted column by column, each Arrow buffer freed as it goes, the memory the
+            # table gives back serves the frames built next instead of sitting in the pool.
+            pool = pa.system_memory_pool()
+            table = pads.dataset(path, format="parquet").to_table(columns=usecols, memory_pool=pool)
+            return table.to_pandas(split_blocks=True, self_destruct=True, memory_pool=pool)
         if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
             sep = "\t" if ".tsv" in name else ","
             return pd.read_csv(path, usecols=usecols, **csv_options(text_columns, sep))
@@ -217,8 +221,11 @@ def clean_events(
     # column is gathered once, in that order, into the frame built once.
     rank = np.empty(len(user_text), dtype=np.int64)
     rank[np.argsort(user_text, kind="stable")] = np.arange(len(user_text))
-    kept = np.flatnonzero(~null)
-    rows = kept[_by_user_then_time(rank[user_code[kept]], timestamp[kept].astype(np.int64))]
+    if null.any():
+        kept = np.flatnonzero(~null)
+        rows = kept[_by_user_then_time(rank[user_code[kept]], timestamp[kept].view(np.int64))]
+    else:
+        kept, rows = slice(None), _by_user_then_time(rank[user_code], timestamp.view(np.int64))
     ts = timestamp[rows]
     columns = {
         "user_id": user_text[user_code[rows]],
@@ -253,10 +260,12 @@ def _by_user_then_time(user_rank: np.ndarray, ts: np.ndarray) -> np.ndarray:
     slower and runs only when a user's events are out of time order.
     """
     order = np.argsort(user_rank, kind="stable")
-    user, ts_in_order = user_rank[order], ts[order]
-    if ((ts_in_order[1:] >= ts_in_order[:-1]) | (user[1:] != user[:-1])).all():
-        return order
-    return np.lexsort((ts, user_rank))
+    for start in range(0, len(order), 1 << 20):  # in chunks: no copy of the whole log
+        rows = order[max(start - 1, 0) : start + (1 << 20)]
+        user, ts_in_order = user_rank[rows], ts[rows]
+        if not ((ts_in_order[1:] >= ts_in_order[:-1]) | (user[1:] != user[:-1])).all():
+            return np.lexsort((ts, user_rank))
+    return order
 
 
 def merge_same_day_events(events: pd.DataFrame) -> pd.DataFrame:

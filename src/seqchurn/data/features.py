@@ -7,7 +7,10 @@ unit, is data/feature_table.py; this file holds their computations, keyed by ent
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -204,7 +207,7 @@ def _compute(history: _History, feature: Feature) -> np.ndarray:
 
 # Snapshots summarized at once: a chunk's dozen intermediate arrays stay in the CPU's cache,
 # and the whole table's would cost as much memory as the table itself.
-SUMMARY_CHUNK = 1 << 18
+SUMMARY_CHUNK = 1 << 16
 
 
 def summary_chunks(
@@ -218,11 +221,33 @@ def summary_chunks(
     entry of `summary_table(count_types)`). A snapshot's features depend on it alone, so
     the chunks are the whole table's rows, whatever their size."""
     sums, table = _LogSums(index), summary_table(count_types)
+    for f in table:  # the shared running sums, before the threads read them
+        if f.event_type is not None:
+            sums.type_cum(f.event_type)
+    sums.activity_amount, sums.act_spend  # noqa: B018
     codes, cutoffs = np.asarray(codes, np.int64), np.asarray(cutoffs, np.int64)
-    for start in range(0, len(codes), chunk):
+
+    def one(start: int) -> tuple[slice, list[np.ndarray]]:
         rows = slice(start, min(start + chunk, len(codes)))
         history = _History(sums, codes[rows], cutoffs[rows])
-        yield rows, [_compute(history, f) for f in table]
+        return rows, [_compute(history, f) for f in table]
+
+    yield from ordered_map(one, range(0, len(codes), chunk))
+
+
+def ordered_map(fn: Callable, items, workers: int | None = None, ahead: int = 2) -> Iterator:
+    """fn(item) for each item, in order, computed by a few threads at most `ahead` items
+    beyond the one the caller takes: numpy releases the interpreter in its array loops, so
+    independent chunks run on several cores, and the results stay those of a plain loop."""
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def summary_features(

@@ -68,9 +68,9 @@ def sequence_inputs(
     begin, lengths = event_windows(index, codes, cutoffs, max_len)
     if not keep_raw and ablate is None and share is not False:
         n = len(index.ts) + 1
-        cover = np.cumsum(
-            np.bincount(begin, minlength=n) - np.bincount(begin + lengths, minlength=n)
-        )
+        cover = np.bincount(begin, minlength=n)
+        cover -= np.bincount(begin + lengths, minlength=n)
+        np.cumsum(cover, out=cover)
         # rows some snapshot holds, not the log's: events after every cutoff must not even
         # choose the layout
         if share or lengths.sum() > np.count_nonzero(cover):
@@ -108,7 +108,7 @@ def channel_stats(seq: SequenceInputs, cutoffs: np.ndarray) -> tuple[list[float]
     return means, stds
 
 
-def _time_moments(seq: SequenceInputs, cutoffs: np.ndarray, chunk: int = 1 << 22):
+def _time_moments(seq: SequenceInputs, cutoffs: np.ndarray, chunk: int = 1 << 20):
     """Mean and variance of the time channel over every snapshot's events, a chunk of
     snapshots at a time, so that no copy of them all exists."""
     ends = np.cumsum(seq.lengths)

@@ -114,10 +114,11 @@ class Preprocessor:
         types, counts = types[seen], counts[seen]
         top = types[np.lexsort((types, -counts))][:max_event_types]
         vocab = {str(t): i + 2 for i, t in enumerate(top)}
+        # the statistics' temporaries come and go before the summary tensor takes its memory
+        numeric_mean, numeric_std = channel_stats(seq, cutoffs)
         table = summary_table(list(vocab))
         chunks = summary_chunks(index, codes, cutoffs, list(vocab))
         summary, summary_mean, summary_std = _summary_tensor(chunks, len(codes), len(table))
-        numeric_mean, numeric_std = channel_stats(seq, cutoffs)
         static_columns = [c for c in (users.columns if users is not None else []) if c != "user_id"]
         static_vocab = {}
         if static_columns:
