@@ -70,9 +70,12 @@ def train_checkpoint(run_dir: Path, model: str) -> Path:
 
 
 def run_predict(ckpt: Path, log: Path, out_dir: Path, device: str, explain: str) -> dict:
-    """Predict in a child process; its peak RSS comes from wait4's resource usage."""
+    """Predict in a child process, which writes its own peak RSS (benchmarks/peak.py)."""
+    peak = out_dir / "peak_rss_mb"
     cmd = [
         sys.executable,
+        str(Path(__file__).with_name("peak.py")),
+        str(peak),
         str(ROOT / "scripts" / "predict.py"),
         f"ckpt_path={ckpt}",
         "data=events",
@@ -86,15 +89,17 @@ def run_predict(ckpt: Path, log: Path, out_dir: Path, device: str, explain: str)
     ]
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty child cannot block on it
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        # the script's own folder, which Python would put first had it been started itself
+        path = os.pathsep.join([str(ROOT / "scripts"), os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "PYTHONPATH": path}
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        proc.wait()
         seconds = time.perf_counter() - t0
         if proc.returncode != 0:
             err.seek(0)
             raise SystemExit(f"predict failed: {err.read().decode()[-2000:]}")
     rows = pq.ParquetFile(out_dir / "pred.parquet").metadata.num_rows
-    return {"peak_rss_mb": usage.ru_maxrss / 1024, "seconds": seconds, "rows": rows}
+    return {"peak_rss_mb": float(peak.read_text()), "seconds": seconds, "rows": rows}
 
 
 def main() -> None:

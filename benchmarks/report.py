@@ -305,6 +305,24 @@ def cpu_note() -> str:
     return f"{cpus} CPU cores ({platform.machine()}), {gpu}, torch {torch.__version__}"
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory in MB: Linux's VmHWM, which starts afresh at exec.
+
+    Not ru_maxrss: Linux carries the high-water mark of the memory a child replaces at exec
+    into it, so a child started by a large parent reports at least the parent's peak.
+    """
+    import resource
+
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def write_section(
     name: str, lead: str, header: Sequence[str], rows: Sequence[Sequence[str]], path=README
 ) -> Path:

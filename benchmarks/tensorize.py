@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from seqchurn.data.sequences import EVENT_TYPE, MASK, NUMERIC, Preprocessor
 from seqchurn.data.timeline import EventIndex
 
 # A sibling in benchmarks/: Python puts a script's own folder first on its path.
-from report import RESULTS, cpu_note, write_section
+from report import RESULTS, cpu_note, peak_rss_mb, write_section
 
 START = pd.Timestamp("2022-01-01")
 SPAN_DAYS = 1095
@@ -96,7 +95,7 @@ def seqchurn_path(raw: pd.DataFrame | str, batch_size: int = 1024) -> tuple[dict
         nonlocal t
         now = time.perf_counter()
         seconds[name], t = now - t, now
-        peak_mb[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mb[name] = peak_rss_mb()
 
     peak_mb: dict[str, float] = {}
 
@@ -229,8 +228,9 @@ def _child(args: argparse.Namespace) -> None:
     else:
         total, ref = reference_path(pd.read_parquet(args.log))
         seconds, extra = {"total": total}, {"snapshots": len(ref)}
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"events": n_events, "seconds": seconds, "peak_rss_mb": peak_mb, **extra}))
+    print(
+        json.dumps({"events": n_events, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), **extra})
+    )
 
 
 def _run_child(mode: str, events: int, users: int, folder: str) -> dict:

@@ -116,31 +116,21 @@ def gather_events(
 
 
 class _LogSums:
-    """Running counts and padded amounts over the whole log, which every chunk of snapshots
-    reads (`window_sums` and `type_count` take windows of them)."""
+    """Running counts and padded amounts over the whole log, computed once and then only
+    read, by every chunk of snapshots (`window_sums` and `type_count` take windows of them)."""
 
-    def __init__(self, index: EventIndex):
+    def __init__(self, index: EventIndex, event_types: Sequence[str]):
         self.index = index
-        self._type_cum: dict[str, np.ndarray] = {}
-
-    @cached_property
-    def activity_amount(self) -> np.ndarray:
-        """The amount of each activity row (0 elsewhere), then one 0.0 (`window_sums` pads)."""
-        return np.append(self.index.amount * self.index.activity, 0.0)
-
-    @cached_property
-    def act_spend(self) -> np.ndarray:
-        """Each activity day's spend, then one 0.0."""
-        return np.append(self.index.act_spend, 0.0)
-
-    def type_cum(self, event_type: str) -> np.ndarray:
+        # each array ends in one 0.0 past its last row: `window_sums` pads
+        self.activity_amount = np.append(index.amount * index.activity, 0.0)
+        self.act_spend = np.append(index.act_spend, 0.0)
         # Integer prefix counts are exact, so a difference of them depends on no other user.
-        if event_type not in self._type_cum:
-            is_type = self.index.type_code == self.index.type_id(event_type)
+        self.type_cum: dict[str, np.ndarray] = {}
+        for event_type in dict.fromkeys(event_types):
+            is_type = index.type_code == index.type_id(event_type)
             cum = np.zeros(len(is_type) + 1, np.int32 if len(is_type) < 2**31 else np.int64)
             np.cumsum(is_type, out=cum[1:])
-            self._type_cum[event_type] = cum
-        return self._type_cum[event_type]
+            self.type_cum[event_type] = cum
 
 
 class _History:
@@ -176,7 +166,7 @@ class _History:
         return self._windows[days]
 
     def type_count(self, event_type: str, days: int) -> np.ndarray:
-        cum = self.sums.type_cum(event_type)
+        cum = self.sums.type_cum[event_type]
         begin, end = self.window(days)
         return cum[end] - cum[begin]
 
@@ -220,11 +210,8 @@ def summary_chunks(
     """`summary_features` a chunk of snapshots at a time: (rows, one raw float64 column per
     entry of `summary_table(count_types)`). A snapshot's features depend on it alone, so
     the chunks are the whole table's rows, whatever their size."""
-    sums, table = _LogSums(index), summary_table(count_types)
-    for f in table:  # the shared running sums, before the threads read them
-        if f.event_type is not None:
-            sums.type_cum(f.event_type)
-    sums.activity_amount, sums.act_spend  # noqa: B018
+    table = summary_table(count_types)
+    sums = _LogSums(index, [f.event_type for f in table if f.event_type is not None])
     codes, cutoffs = np.asarray(codes, np.int64), np.asarray(cutoffs, np.int64)
 
     def one(start: int) -> tuple[slice, list[np.ndarray]]:
