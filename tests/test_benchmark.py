@@ -408,3 +408,18 @@ def test_train_benchmark_pads_without_changing_predictions_and_the_attention_is_
     # attention dropout would send the Transformer to the unfused "math" kernel
     kernel = tb.attention_kernel(tb.build("transformer", "cpu"), ds, "cpu")
     assert "scaled_dot_product" in kernel and "math" not in kernel, kernel
+
+
+def test_gpu_benchmark_runs_its_steps_on_the_cpu_without_cuda(tmp_path):
+    out = tmp_path / "gpu.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--users", "96", "--length", "24"]
+    cmd += ["--batch", "32", "--check", "40", "--repeats", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    import torch
+
+    assert result["gpu_measured"] == torch.cuda.is_available()
+    assert result["finite"] and result["users_per_s"] > 0 and result["checked_users"] == 40
+    # bf16 autocast against float32 with the same weights and inputs: close, not equal
+    assert 0 < result["max_abs_p_gap_vs_cpu_fp32"] < 2e-2, result
