@@ -69,12 +69,26 @@ def train_checkpoint(run_dir: Path, model: str) -> Path:
     return run_dir / "checkpoints" / "best.ckpt"
 
 
+# The child runs scripts/predict.py as its main program, then writes its own peak RSS: the
+# resource usage wait4 returns would count this process's peak too (report.peak_rss_mb).
+# Started with -c from the repository's root, the child finds benchmarks.report there.
+_RUN_AND_WRITE_PEAK = """
+import atexit, runpy, sys
+from benchmarks.report import peak_rss_mb
+out, script = sys.argv[1:3]
+atexit.register(lambda: open(out, "w").write(f"{peak_rss_mb()}\\n"))
+sys.argv = [script, *sys.argv[3:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
 def run_predict(ckpt: Path, log: Path, out_dir: Path, device: str, explain: str) -> dict:
-    """Predict in a child process, which writes its own peak RSS (benchmarks/peak.py)."""
+    """Predict in a child process, which writes its own peak RSS (`_RUN_AND_WRITE_PEAK`)."""
     peak = out_dir / "peak_rss_mb"
     cmd = [
         sys.executable,
-        str(Path(__file__).with_name("peak.py")),
+        "-c",
+        _RUN_AND_WRITE_PEAK,
         str(peak),
         str(ROOT / "scripts" / "predict.py"),
         f"ckpt_path={ckpt}",
@@ -90,8 +104,8 @@ def run_predict(ckpt: Path, log: Path, out_dir: Path, device: str, explain: str)
     t0 = time.perf_counter()
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty child cannot block on it
         # the script's own folder, which Python would put first had it been started itself
-        path = os.pathsep.join([str(ROOT / "scripts"), os.environ.get("PYTHONPATH", "")])
-        env = {**os.environ, "PYTHONPATH": path}
+        path = [str(ROOT / "scripts"), *filter(None, [os.environ.get("PYTHONPATH")])]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
         proc.wait()
         seconds = time.perf_counter() - t0

@@ -3,7 +3,13 @@
 import pandas as pd
 import pytest
 
-from seqchurn.data.events import clean_events, load_events, read_cdnow, rename_columns
+from seqchurn.data.events import (
+    clean_events,
+    load_events,
+    read_cdnow,
+    read_table,
+    rename_columns,
+)
 from seqchurn.errors import DataError
 
 
@@ -57,10 +63,23 @@ def test_parquet_reader(tmp_path):
             "user_id": ["a", "b"],
             "timestamp": pd.to_datetime(["2020-01-01", "2020-01-03"]),
             "event_type": ["view", "purchase"],
+            "amount": [0.0, 9.5],
         }
     ).to_parquet(path)
     events, _ = load_events("events", path)
     assert events["event_type"].tolist() == ["view", "purchase"]
+    # a table read for its callers is theirs to change (the log's own read may stay Arrow's)
+    table = read_table(path)
+    table["amount"] *= 2
+    table["timestamp"] += pd.Timedelta(days=1)
+
+
+def test_ids_written_as_a_number_or_as_text_are_one_user():
+    frame = pd.DataFrame(
+        {"user_id": pd.Series([1, "1", 2], dtype=object), "timestamp": ["2020-01-01"] * 3}
+    )
+    events, report = clean_events(frame)
+    assert report["users"] == events["user_id"].nunique() == 2
 
 
 @pytest.mark.parametrize(

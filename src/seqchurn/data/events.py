@@ -39,11 +39,16 @@ READ_ERRORS = (ValueError, KeyError, OSError, EOFError)
 
 
 def read_table(
-    path: str | Path, usecols: list[str] | None = None, text_columns=ID_COLUMNS
+    path: str | Path,
+    usecols: list[str] | None = None,
+    text_columns=ID_COLUMNS,
+    read_only: bool = False,
 ) -> pd.DataFrame:
     """Read a CSV (optionally gzipped) or a Parquet file / partitioned directory into a frame.
 
     `text_columns` (the file's names of the identity columns) are read from CSV as text.
+    `read_only`: a Parquet file's numeric columns may stay Arrow's memory, which cannot be
+    written, for a caller that only reads them (`read_raw`: cleaning copies what it keeps).
     """
     path = Path(path)
     if not path.exists():
@@ -54,10 +59,12 @@ def read_table(
     try:
         if path.is_dir() or name.endswith((".parquet", ".pq")):
             # Through the system allocator, not Arrow's own pool (which keeps what it frees):
-            # converted column by column, each Arrow buffer freed as it goes, the memory the
-            # table gives back serves the frames built next instead of sitting in the pool.
+            # the memory the table gives back serves the frames built next. Read only, it is
+            # converted column by column, each Arrow buffer freed as it goes.
             pool = pa.system_memory_pool()
             table = pads.dataset(path, format="parquet").to_table(columns=usecols, memory_pool=pool)
+            if not read_only:
+                return table.to_pandas(memory_pool=pool)
             return table.to_pandas(split_blocks=True, self_destruct=True, memory_pool=pool)
         if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
             sep = "\t" if ".tsv" in name else ","
@@ -248,7 +255,8 @@ def clean_events(
         out = merge_same_day_events(out)
         report["merged_same_day_rows"] = before - len(out)
     report["rows_kept"] = int(len(out))
-    report["users"] = int(np.count_nonzero(np.bincount(user_code[kept], minlength=len(user_text))))
+    used = np.flatnonzero(np.bincount(user_code[kept], minlength=len(user_text)))
+    report["users"] = int(pd.unique(user_text[used]).size)  # ids 1 and "1" are one user
     return out, report
 
 
@@ -347,7 +355,8 @@ def read_raw(
 ) -> pd.DataFrame:
     """The one reader of `data.source`: "cdnow" (shipped copy unless `path`) or "events" (CSV/Parquet).
 
-    Returns raw rows under the contract column names, not yet validated.
+    Returns raw rows under the contract column names, not yet validated; a Parquet file's
+    numeric columns may be read only (`read_table`), as cleaning copies what it keeps.
     """
     if source == "cdnow":
         return read_cdnow(path)
@@ -355,7 +364,8 @@ def read_raw(
         raise DataError(f"unknown data source {source!r}: use one of {list(SOURCES)}")
     if path is None:
         raise DataError("data.path is required for data=events (a CSV or Parquet file)")
-    return rename_columns(read_table(path, text_columns=id_sources(columns)), columns)
+    frame = read_table(path, text_columns=id_sources(columns), read_only=True)
+    return rename_columns(frame, columns)
 
 
 def load_events(

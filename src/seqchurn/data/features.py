@@ -229,12 +229,16 @@ def ordered_map(fn: Callable, items, workers: int | None = None, ahead: int = 2)
     workers = workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         pending: deque = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) > ahead:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) > ahead:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        finally:  # a caller that stops early (an error) leaves no queued work to run
+            for future in pending:
+                future.cancel()
 
 
 def summary_features(

@@ -36,7 +36,8 @@ def window_sums(
     # indices[k] when that slice is empty): interleaved (begin, end) give the windows.
     pairs = np.empty(2 * len(begin), np.intp)
     pairs[0::2], pairs[1::2] = begin, end
-    out = np.add.reduceat(values, pairs)[::2].copy()
+    # the last slice runs to the array's end: cut it just past the furthest index
+    out = np.add.reduceat(values[: int(pairs.max()) + 1], pairs)[::2].copy()
     out[end <= begin] = 0.0
     return out
 
