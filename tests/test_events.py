@@ -1,5 +1,6 @@
 """Readers and validation of the event log (DESIGN section 2)."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -10,6 +11,7 @@ from seqchurn.data.events import (
     read_table,
     rename_columns,
 )
+from seqchurn.data.timeline import in_user_time_order, user_time_order
 from seqchurn.errors import DataError
 
 
@@ -132,3 +134,24 @@ def test_missing_file_and_unknown_mapping(tmp_path):
     frame = pd.DataFrame({"a": [1], "b": ["2020-01-01"]})
     with pytest.raises(DataError, match=r"missing from the file; it has \['a', 'b'\]"):
         rename_columns(frame, {"user_id": "CustomerID"})
+
+
+@pytest.mark.parametrize("shape", ["by user", "in time order", "shuffled", "one user"])
+def test_the_user_then_time_order_is_the_two_key_sort(shape):
+    rng = np.random.default_rng(len(shape))
+    n = 500
+    user = rng.integers(0, 1 if shape == "one user" else 40, n)
+    ts = rng.integers(0, 30, n)  # ties in time too: the sort is stable
+    if shape == "by user":
+        keep = np.lexsort((ts, user // 7))  # users interleaved in key order, each in time order
+        user, ts = user[keep], ts[keep]
+    elif shape == "in time order":
+        keep = np.argsort(ts, kind="stable")
+        user, ts = user[keep], ts[keep]
+    want = np.lexsort((ts, user))
+    np.testing.assert_array_equal(user_time_order(user, ts), want)
+    # checked a few rows at a time, pairs across the chunks' edges included
+    for chunk in (1, 3, 64):
+        assert in_user_time_order(user[want], ts[want], chunk=chunk)
+        assert in_user_time_order(user, ts, want, chunk=chunk)
+    assert in_user_time_order(user, ts, chunk=3) == bool((np.diff(want) == 1).all())

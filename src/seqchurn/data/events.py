@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from seqchurn.data.timeline import user_time_order
 from seqchurn.data.timestamps import parse_timestamps
 from seqchurn.errors import DataError
 
@@ -230,9 +231,9 @@ def clean_events(
     rank[np.argsort(user_text, kind="stable")] = np.arange(len(user_text))
     if null.any():
         kept = np.flatnonzero(~null)
-        rows = kept[_by_user_then_time(rank[user_code[kept]], timestamp[kept].view(np.int64))]
+        rows = kept[user_time_order(rank[user_code[kept]], timestamp[kept].view(np.int64))]
     else:
-        kept, rows = slice(None), _by_user_then_time(rank[user_code], timestamp.view(np.int64))
+        kept, rows = slice(None), user_time_order(rank[user_code], timestamp.view(np.int64))
     ts = timestamp[rows]
     columns = {
         "user_id": user_text[user_code[rows]],
@@ -258,22 +259,6 @@ def clean_events(
     used = np.flatnonzero(np.bincount(user_code[kept], minlength=len(user_text)))
     report["users"] = int(pd.unique(user_text[used]).size)  # ids 1 and "1" are one user
     return out, report
-
-
-def _by_user_then_time(user_rank: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """The stable order by user then time, as np.lexsort((ts, user_rank)) gives it.
-
-    A log in time order within each user (written user by user, or in time order overall)
-    is put in order by the user key alone; the sort by two keys is three to four times
-    slower and runs only when a user's events are out of time order.
-    """
-    order = np.argsort(user_rank, kind="stable")
-    for start in range(0, len(order), 1 << 20):  # in chunks: no copy of the whole log
-        rows = order[max(start - 1, 0) : start + (1 << 20)]
-        user, ts_in_order = user_rank[rows], ts[rows]
-        if not ((ts_in_order[1:] >= ts_in_order[:-1]) | (user[1:] != user[:-1])).all():
-            return np.lexsort((ts, user_rank))
-    return order
 
 
 def merge_same_day_events(events: pd.DataFrame) -> pd.DataFrame:

@@ -42,6 +42,32 @@ def window_sums(
     return out
 
 
+def user_time_order(user: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The stable order by user key, then time: what np.lexsort((ts, user)) gives.
+
+    A log in time order within each user (written user by user, or in time order overall)
+    is put in order by the user key alone; the sort by two keys is three to four times
+    slower and runs only when a user's events are out of time order.
+    """
+    order = np.argsort(user, kind="stable")
+    return order if in_user_time_order(user, ts, order) else np.lexsort((ts, user))
+
+
+def in_user_time_order(
+    user: np.ndarray, ts: np.ndarray, order: np.ndarray | None = None, chunk: int = 1 << 20
+) -> bool:
+    """Whether the rows (taken in `order`, if given) are sorted by user key, then time;
+    checked a chunk at a time, so no array of the whole log is made."""
+    for start in range(0, len(user), chunk):
+        rows = slice(max(start - 1, 0), start + chunk)
+        if order is not None:
+            rows = order[rows]
+        u, t = user[rows], ts[rows]
+        if not ((u[1:] > u[:-1]) | ((u[1:] == u[:-1]) & (t[1:] >= t[:-1]))).all():
+            return False
+    return True
+
+
 def _sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """np.unique(values, return_inverse=True), by hashing first and sorting the distinct only."""
     codes, distinct = pd.factorize(values)
@@ -84,9 +110,7 @@ class EventIndex:
             else day
         )
         # A cleaned log comes sorted by user and time: then the index keeps views of it.
-        step, later = np.diff(code), np.diff(ts) >= 0
-        ordered = bool(((step > 0) | ((step == 0) & later)).all())
-        order = slice(None) if ordered else np.lexsort((ts, code))
+        order = slice(None) if in_user_time_order(code, ts) else user_time_order(code, ts)
         self.users = users
         self.code = code[order]
         self.ts = ts[order]
